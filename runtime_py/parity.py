@@ -1,0 +1,51 @@
+"""Numeric parity metrics and gates, shared by the build and by `verify`. numpy only."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def compare(logits: np.ndarray, reference: np.ndarray) -> dict:
+    """Error of `logits` against `reference` (same shape): max/mean abs, cosine, top-1 agreement."""
+    a = np.asarray(logits, dtype=np.float64)
+    b = np.asarray(reference, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"shape {a.shape} differs from the reference's {b.shape}")
+    diff = np.abs(a - b)
+    num = (a * b).sum(axis=1)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    cos = np.where(den > 0, num / np.maximum(den, 1e-30), 1.0)
+    return {
+        "max_abs": float(diff.max()) if diff.size else 0.0,
+        "mean_abs": float(diff.mean()) if diff.size else 0.0,
+        "min_cosine": float(cos.min()) if cos.size else 1.0,
+        "mean_cosine": float(cos.mean()) if cos.size else 1.0,
+        "top1_agreement": float((a.argmax(1) == b.argmax(1)).mean()) if len(a) else 1.0,
+    }
+
+
+def accuracy(logits: np.ndarray, labels) -> float:
+    """Fraction of rows whose argmax equals the label id."""
+    labels = np.asarray(labels)
+    return float((np.asarray(logits).argmax(1) == labels).mean()) if len(labels) else float("nan")
+
+
+def check(metrics: dict, gate: dict) -> list[str]:
+    """Reasons a set of metrics fails a gate (empty list: passed).
+
+    Gate keys: max_abs (upper bound), min_cosine, min_top1 (lower bounds),
+    max_accuracy_drop (upper bound on `accuracy_drop`, when the metrics carry one).
+    """
+    reasons = []
+    if "max_abs" in gate and metrics.get("max_abs", 0.0) > gate["max_abs"]:
+        reasons.append(f"max-abs error {metrics['max_abs']:.3g} > {gate['max_abs']:.3g}")
+    if "min_cosine" in gate and metrics.get("min_cosine", 1.0) < gate["min_cosine"]:
+        reasons.append(f"cosine {metrics['min_cosine']:.6f} < {gate['min_cosine']}")
+    if "min_top1" in gate and metrics.get("top1_agreement", 1.0) < gate["min_top1"]:
+        reasons.append(f"top-1 agreement {metrics['top1_agreement']:.4f} < {gate['min_top1']}")
+    if "max_accuracy_drop" in gate and metrics.get("accuracy_drop") is not None:
+        if metrics["accuracy_drop"] > gate["max_accuracy_drop"]:
+            reasons.append(f"accuracy drop {metrics['accuracy_drop']:.4f} > {gate['max_accuracy_drop']}")
+    for k, v in metrics.items():
+        if isinstance(v, float) and np.isnan(v) and k != "accuracy":
+            reasons.append(f"{k} is NaN")
+    return reasons

@@ -1,0 +1,101 @@
+"""Re-check a bundle with the runtime alone: checksums, tokenizer, and every artifact on the golden inputs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import parity
+from .backends import open_backend
+from .bundle import BundleError, artifact_key, read_manifest, verify_checksums
+from .tokenize import TextEncoder
+
+
+def _golden_texts(golden: dict) -> list:
+    return [tuple(t) if isinstance(t, list) else t for t in golden["texts"]]
+
+
+def verify_bundle(bundle: str | Path, only: list[str] | None = None, threads: int | None = None) -> dict:
+    """Verify a bundle; returns {"passed": bool, "artifacts": [...], "problems": [...]}.
+
+    Raises BundleError when the bundle itself is unreadable or its checksums do not match.
+    """
+    from . import resolve_bundle
+
+    bundle = resolve_bundle(bundle)
+    manifest = read_manifest(bundle)
+    verify_checksums(bundle, manifest)
+    golden_file = manifest.get("golden", {}).get("file")
+    if not golden_file:
+        raise BundleError(f"{bundle}: manifest names no golden file")
+    try:
+        golden = json.loads((bundle / golden_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise BundleError(f"{bundle}/{golden_file}: unreadable golden file ({e})") from None
+
+    labels = list(manifest["labels"])
+    problems: list[str] = []
+    tok = manifest["tokenizer"]
+    encoder = TextEncoder(bundle / tok["file"], manifest["max_seq_len"], pad_token=tok.get("pad_token", "[PAD]"))
+    texts = _golden_texts(golden)
+    arrays = encoder.encode(texts)
+    for name in ("input_ids", "attention_mask", "token_type_ids"):
+        expected = np.asarray(golden["inputs"][name], dtype=np.int64)
+        if expected.shape != arrays[name].shape or not np.array_equal(expected, arrays[name]):
+            problems.append(f"tokenizer: {name} of the golden texts differ from those recorded at build time")
+    original = np.asarray(golden["original_logits"], dtype=np.float32)
+    original_pred = golden["original_predictions"]
+    if [labels[i] for i in original.argmax(1)] != original_pred:
+        problems.append("labels: the manifest's label order does not match the golden predictions")
+
+    results = []
+    for art in manifest["artifacts"]:
+        key = artifact_key(art)
+        if only and key not in only and art["file"] not in only:
+            continue
+        row = {"artifact": key, "file": art["file"], "reasons": []}
+        try:
+            backend = open_backend(bundle / art["file"], art["format"], threads=threads)
+            logits = backend.run({k: np.asarray(golden["inputs"][k], dtype=np.int64) for k in arrays})
+        except Exception as e:  # a corrupt artifact must fail its row, not the whole report
+            row["reasons"].append(f"cannot run: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            row["passed"] = False
+            results.append(row)
+            continue
+        if logits.shape != (len(texts), len(labels)):
+            row["reasons"].append(f"output shape {logits.shape} != ({len(texts)}, {len(labels)})")
+        else:
+            reference = np.asarray(golden["reference_logits"][art["source"]], dtype=np.float32)
+            vs_ref = parity.compare(logits, reference)
+            vs_orig = parity.compare(logits, original)
+            pred = [labels[i] for i in logits.argmax(1)]
+            agree = float(np.mean([p == o for p, o in zip(pred, original_pred)]))
+            row.update({"vs_reference": vs_ref, "vs_original": vs_orig, "label_agreement_vs_original": agree})
+            row["reasons"] += parity.check(vs_ref, art["gate"]["vs_reference"])
+            row["reasons"] += parity.check({"top1_agreement": agree}, {"min_top1": art["gate"]["vs_original"]["min_top1"]})
+            built = golden.get("artifact_logits", {}).get(art["file"])
+            if built is not None:  # drift from the build machine (another CPU, another runtime build)
+                row["vs_build_time"] = parity.compare(logits, np.asarray(built, dtype=np.float32))
+        row["reasons"] += problems
+        row["passed"] = not row["reasons"]
+        results.append(row)
+    if only and not results:
+        raise BundleError(f"no artifact matches {only}; the bundle has {[artifact_key(a) for a in manifest['artifacts']]}")
+    passed = bool(results) and all(r["passed"] for r in results) and not problems
+    return {"bundle": str(bundle), "passed": passed, "artifacts": results, "problems": problems}
+
+
+def format_table(report: dict) -> str:
+    """A plain-text verdict table for the terminal."""
+    lines = [f"{'artifact':<18} {'max-abs vs ref':>14} {'cos vs ref':>10} {'top1 vs orig':>12}  verdict"]
+    for r in report["artifacts"]:
+        ref = r.get("vs_reference", {})
+        lines.append(
+            f"{r['artifact']:<18} {ref.get('max_abs', float('nan')):>14.3g} {ref.get('min_cosine', float('nan')):>10.6f} "
+            f"{r.get('label_agreement_vs_original', float('nan')):>12.3f}  {'PASS' if r['passed'] else 'FAIL: ' + '; '.join(r['reasons'])}"
+        )
+    for p in report["problems"]:
+        lines.append(f"bundle problem: {p}")
+    lines.append("verdict: " + ("PASS" if report["passed"] else "FAIL"))
+    return "\n".join(lines)

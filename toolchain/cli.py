@@ -1,0 +1,159 @@
+"""The `toolformer` command line. Heavy imports live inside the commands so `--help` stays fast."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+
+import click
+
+
+def _fail(msg: str, code: int) -> None:
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(fn):
+    """Turn expected failures into one line on stderr and an exit code (2 bad input, 1 gate)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from runtime_py.bundle import BundleError
+
+        from .errors import ToolformerError
+
+        try:
+            return fn(*args, **kwargs)
+        except ToolformerError as e:
+            _fail(str(e), e.exit_code)
+        except BundleError as e:
+            _fail(str(e), 2)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except MemoryError:
+            _fail("out of memory; lower train.batch_size or train.max_seq_len", 1)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="toolformer")
+def main():
+    """Toolformer: fine-tune, compress, export and prove BERT-family encoders for edge CPUs."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _columns(value):
+    return [c.strip() for c in value.split(",") if c.strip()] if value else None
+
+
+@main.command()
+@click.argument("recipe", required=False, type=click.Path(dir_okay=False))
+@click.option("--model", help="Hugging Face model directory or hub id (default: embedded all-MiniLM-L6-v2).")
+@click.option("--train", "train_file", help="Training data (CSV, TSV or JSONL).")
+@click.option("--validation", help="Validation data (default: carved from train).")
+@click.option("--test", help="Test data, scored at the end.")
+@click.option("--text-column", help="Text column; comma-separated alternatives (e.g. sentence,content).")
+@click.option("--text-pair-column", help="Second text column for sentence-pair tasks.")
+@click.option("--label-column", help="Label column.")
+@click.option("--num-layers", type=int, help="Transformer layers in the student (0 = ship the original).")
+@click.option("--epochs", type=float, help="Epochs for the original and the student.")
+@click.option("--max-seq-len", type=int, help="Token limit (longer texts are truncated).")
+@click.option("--out", help="Output directory.")
+@click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any recipe key (repeatable).")
+@click.option("--force", is_flag=True, help="Replace an existing output directory once the new build is complete.")
+@handle_errors
+def build(recipe, model, train_file, validation, test, text_column, text_pair_column, label_column,
+          num_layers, epochs, max_seq_len, out, sets, force):
+    """Fine-tune, truncate, export, check parity and write OUT/bundle.
+
+    With no arguments: the embedded model on the sample data in samples/.
+    Run `toolformer recipe` for every recipe key.
+    """
+    from . import recipe as recipe_mod
+
+    over = recipe_mod.parse_set(sets)
+    flags = {
+        ("model", "path"): model, ("data", "train"): train_file, ("data", "validation"): validation,
+        ("data", "test"): test, ("data", "text_column"): _columns(text_column),
+        ("data", "text_pair_column"): _columns(text_pair_column), ("data", "label_column"): _columns(label_column),
+        ("student", "num_layers"): num_layers, ("train", "max_seq_len"): max_seq_len,
+    }
+    for (sec, key), val in flags.items():
+        if val is not None:
+            over.setdefault(sec, {})[key] = val
+    if epochs is not None:
+        over.setdefault("train", {})["epochs"] = epochs
+        over.setdefault("student", {})["epochs"] = epochs
+    if out is not None:
+        over["out"] = out
+    r = recipe_mod.load(recipe, over)
+
+    from .pipeline import build as run_build
+
+    summary = run_build(r, force=force)
+    o, s = summary["original"], summary["shipped"]
+    click.echo(f"original  val accuracy {o['val_accuracy']:.4f}  ({o['layers']} layers, {o['params']:,} params)")
+    if s["model"] != "original":
+        click.echo(f"student   val accuracy {s['val_accuracy']:.4f}  ({s['layers']} layers, {s['params']:,} params)")
+    for a in summary["artifacts"]:
+        click.echo(f"{a['artifact']:<16} accuracy {a['accuracy']:.4f}  max-abs vs source {a['vs_reference']['max_abs']:.2e}  "
+                   f"top-1 vs original {a['vs_original']['top1_agreement']:.3f}  {'PASS' if a['passed'] else 'FAIL'}")
+    click.echo(f"bundle: {os.path.join(r.out, 'bundle')}")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--only", multiple=True, help="Artifact key (e.g. onnx-fp32) or file; repeatable.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the report as JSON.")
+@click.option("--threads", type=int, help="Intra-op threads for the runtimes.")
+@handle_errors
+def verify(bundle, only, json_out, threads):
+    """Re-check a bundle: checksums, tokenizer, labels and every artifact on the golden inputs.
+
+    Uses runtime_py only. Exits 0 when all pass, 1 when a check fails, 2 for an unreadable bundle.
+    """
+    from runtime_py.verify import format_table, verify_bundle
+
+    report = verify_bundle(bundle, only=list(only) or None, threads=threads)
+    click.echo(format_table(report))
+    if json_out:
+        with open(json_out, "w") as f:
+            json.dump(report, f, indent=2)
+    if not report["passed"]:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("bundle", type=click.Path())
+@click.argument("texts", nargs=-1, required=True)
+@click.option("--artifact", help="Artifact key or file (default: the manifest's default).")
+@click.option("--pair", is_flag=True, help="Texts are 'first ||| second' sentence pairs.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+@handle_errors
+def predict(bundle, texts, artifact, pair, as_json):
+    """Classify TEXTS with a bundle's artifact through runtime_py."""
+    import runtime_py
+
+    items = [tuple(x.strip() for x in t.split("|||", 1)) if pair else t for t in texts]
+    if pair and any(len(i) != 2 for i in items):
+        _fail("--pair texts must look like 'first ||| second'", 2)
+    model = runtime_py.load(bundle, artifact=artifact)
+    for text, pred in zip(texts, model.predict(items)):
+        if as_json:
+            click.echo(json.dumps({"text": text, **pred}, ensure_ascii=False))
+        else:
+            click.echo(f"{pred['label']}\t{pred['score']:.3f}\t{text}")
+
+
+@main.command()
+def recipe():
+    """Print every recipe key with its default and meaning."""
+    from .recipe import describe
+
+    click.echo(describe())
+
+
+if __name__ == "__main__":
+    main()

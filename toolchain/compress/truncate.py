@@ -1,0 +1,51 @@
+"""Layer truncation: a student that keeps N of the original's transformer layers, weights copied."""
+from __future__ import annotations
+
+import copy
+
+from ..errors import UsageError
+
+
+def select_layers(total: int, num_layers: int, selection: str = "evenly", layers: list | None = None) -> list[int]:
+    """Indices of the layers to keep.
+
+    bottom: 0..N-1 (closest to the embeddings, the usual best start for a task head);
+    top: the last N; evenly: spread over the depth including the first and last;
+    explicit: exactly `layers`.
+    """
+    if layers:
+        if selection not in ("explicit", "evenly"):
+            raise UsageError(f"student.layers is given but student.layer_selection is {selection!r}; use 'explicit'")
+        bad = [i for i in layers if not 0 <= i < total]
+        if bad:
+            raise UsageError(f"student.layers {bad} out of range: the model has layers 0..{total - 1}")
+        if len(set(layers)) != len(layers):
+            raise UsageError(f"student.layers {layers} has duplicates")
+        return sorted(layers)
+    if selection == "explicit":
+        raise UsageError("student.layer_selection = 'explicit' needs student.layers")
+    if not 1 <= num_layers <= total:
+        raise UsageError(f"--num-layers {num_layers} out of range: the model has {total} layers (use 1..{total}, or 0 for no student)")
+    if selection == "bottom":
+        return list(range(num_layers))
+    if selection == "top":
+        return list(range(total - num_layers, total))
+    if num_layers == 1:
+        return [0]
+    step = (total - 1) / (num_layers - 1)
+    return sorted({round(i * step) for i in range(num_layers)})
+
+
+def truncate(model, keep: list[int]):
+    """A deep copy of `model` whose encoder holds only the layers `keep` (in order)."""
+    import torch
+
+    student = copy.deepcopy(model)
+    old = student.bert.encoder.layer
+    student.bert.encoder.layer = torch.nn.ModuleList([old[i] for i in keep])
+    student.config.num_hidden_layers = len(keep)
+    for new_idx, layer in enumerate(student.bert.encoder.layer):
+        for mod in layer.modules():
+            if hasattr(mod, "layer_idx"):
+                mod.layer_idx = new_idx
+    return student

@@ -1,0 +1,208 @@
+"""Labelled text tables (CSV, TSV, JSONL) → splits of texts and label ids, with clear errors."""
+from __future__ import annotations
+
+import csv
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UsageError
+
+csv.field_size_limit(1 << 24)
+
+
+@dataclass
+class Split:
+    """One split: texts (str, or (text, pair) tuples) and integer label ids."""
+
+    name: str
+    texts: list
+    labels: list
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, n: int, seed: int) -> "Split":
+        """A seeded random subset of at most n rows (n <= 0 keeps all)."""
+        if n <= 0 or n >= len(self):
+            return self
+        idx = sorted(random.Random(seed).sample(range(len(self)), n))
+        return Split(self.name, [self.texts[i] for i in idx], [self.labels[i] for i in idx], self.source)
+
+
+@dataclass
+class Dataset:
+    train: Split
+    validation: Split
+    test: Split | None
+    labels: list
+    pair: bool
+    notes: list = field(default_factory=list)
+
+    def splits(self):
+        return [s for s in (self.train, self.validation, self.test) if s is not None]
+
+
+def _format_of(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in (".tsv", ".tab"):
+        return "tsv"
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    raise UsageError(f"{path}: unknown file type '{suffix}' (use .csv, .tsv or .jsonl)")
+
+
+def read_table(path: str | Path) -> tuple[list[dict], list[str]]:
+    """Rows as dicts of strings, and the column names; CRLF and a BOM are handled."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{path}: no such file")
+    if not path.is_file():
+        raise UsageError(f"{path}: not a file")
+    fmt = _format_of(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path}: not UTF-8 text (byte {e.start}); re-save it as UTF-8") from None
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read ({e.strerror})") from None
+    if fmt == "jsonl":
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UsageError(f"{path}:{n}: not a JSON object per line ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise UsageError(f"{path}:{n}: each line must be a JSON object")
+            rows.append({str(k): ("" if v is None else v if isinstance(v, str) else json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in obj.items()})
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        return rows, columns
+    delim = "\t" if fmt == "tsv" else ","
+    # GLUE TSVs are unquoted and contain stray quote characters: never treat quotes specially there.
+    reader = csv.reader(text.splitlines(), delimiter=delim, quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise UsageError(f"{path}: empty file (no header row)") from None
+    header = [h.strip() for h in header]
+    other = "," if delim == "\t" else "\t"
+    if len(header) == 1 and other in header[0]:
+        kind = "comma" if other == "," else "tab"
+        raise UsageError(f"{path}: looks {kind}-separated but is named {path.suffix}; rename it or fix the delimiter")
+    rows = []
+    for n, rec in enumerate(reader, 2):
+        if not rec or all(not c.strip() for c in rec):
+            continue
+        if len(rec) != len(header):
+            raise UsageError(f"{path}:{n}: {len(rec)} fields where the header has {len(header)} (wrong delimiter or unquoted separator?)")
+        rows.append(dict(zip(header, rec)))
+    return rows, header
+
+
+def _pick(columns: list[str], candidates: list[str], path: Path, role: str) -> str:
+    for c in candidates:
+        if c in columns:
+            return c
+    names = " or ".join(repr(c) for c in candidates)
+    raise UsageError(f"{path}: no {role} column {names}; columns are {columns} (set --{role.replace(' ', '-')}-column)")
+
+
+def _read_split(path: Path, name: str, cfg) -> tuple[list, list[str]]:
+    rows, columns = read_table(path)
+    if not rows:
+        raise UsageError(f"{path}: the {name} split is empty")
+    tcol = _pick(columns, cfg.text_column, path, "text")
+    pcol = _pick(columns, cfg.text_pair_column, path, "text pair") if cfg.text_pair_column else None
+    lcol = _pick(columns, cfg.label_column, path, "label")
+    texts, labels = [], []
+    for n, r in enumerate(rows, 2):
+        a = r.get(tcol, "")
+        if not isinstance(a, str) or not a.strip():
+            raise UsageError(f"{path}: row {n}: column '{tcol}' is empty; remove the row or fill it in")
+        if pcol:
+            b = r.get(pcol, "")
+            if not isinstance(b, str) or not b.strip():
+                raise UsageError(f"{path}: row {n}: column '{pcol}' is empty; remove the row or fill it in")
+            texts.append((a.strip(), b.strip()))
+        else:
+            texts.append(a.strip())
+        lab = str(r.get(lcol, "")).strip()
+        if not lab:
+            raise UsageError(f"{path}: row {n}: label column '{lcol}' is empty")
+        labels.append(lab)
+    return texts, labels
+
+
+def _label_order(raw: list[str]) -> list[str]:
+    uniq = set(raw)
+    try:
+        return sorted(uniq, key=lambda s: (int(s), s))
+    except ValueError:
+        return sorted(uniq)
+
+
+def _to_ids(raw: list[str], order: list[str], path: Path, name: str) -> list[int]:
+    index = {lab: i for i, lab in enumerate(order)}
+    unknown = sorted(set(raw) - set(index))
+    if unknown:
+        shown = ", ".join(repr(u) for u in unknown[:5])
+        raise UsageError(f"{path}: {name} has label(s) {shown} not seen in training (known: {order})")
+    return [index[r] for r in raw]
+
+
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "samples" / "support_intents"
+
+
+def default_train_file() -> Path:
+    """The quickstart data shipped in samples/ next to the package."""
+    return SAMPLE_DIR / "train.csv"
+
+
+def load_dataset(cfg, seed: int) -> Dataset:
+    """Read train/validation/test as the recipe's [data] section says; carve validation if absent."""
+    train_path = Path(cfg.train) if cfg.train else default_train_file()
+    tr_texts, tr_raw = _read_split(train_path, "train", cfg)
+    labels = [str(x) for x in cfg.labels] if cfg.labels else _label_order(tr_raw)
+    if len(set(tr_raw)) < 2:
+        raise UsageError(f"{train_path}: training data has a single class ({tr_raw[0]!r}); a classifier needs at least two")
+    tr_ids = _to_ids(tr_raw, labels, train_path, "train")
+    train = Split("train", tr_texts, tr_ids, str(train_path))
+    notes = []
+    validation_file = cfg.validation or ("" if cfg.train else str(SAMPLE_DIR / "dev.csv"))
+    if validation_file:
+        vp = Path(validation_file)
+        v_texts, v_raw = _read_split(vp, "validation", cfg)
+        validation = Split("validation", v_texts, _to_ids(v_raw, labels, vp, "validation"), str(vp))
+    else:
+        idx = list(range(len(train)))
+        random.Random(seed).shuffle(idx)
+        n_val = max(1, int(round(len(idx) * cfg.validation_fraction)))
+        if len(idx) - n_val < 2:
+            raise UsageError(f"{train_path}: too few rows ({len(idx)}) to carve a validation split; give --validation")
+        vi, ti = sorted(idx[:n_val]), sorted(idx[n_val:])
+        validation = Split("validation", [train.texts[i] for i in vi], [train.labels[i] for i in vi], f"{train_path} (carved {n_val} rows, seed {seed})")
+        train = Split("train", [train.texts[i] for i in ti], [train.labels[i] for i in ti], str(train_path))
+        notes.append(f"validation carved from train: {n_val} rows (fraction {cfg.validation_fraction}, seed {seed})")
+    test = None
+    if cfg.test:
+        tp = Path(cfg.test)
+        t_texts, t_raw = _read_split(tp, "test", cfg)
+        test = Split("test", t_texts, _to_ids(t_raw, labels, tp, "test"), str(tp))
+    if cfg.max_train_samples:
+        n0 = len(train)
+        train = train.subset(cfg.max_train_samples, seed)
+        if len(train) < n0:
+            notes.append(f"train subset: {len(train)} of {n0} rows (seed {seed})")
+    if cfg.max_eval_samples:
+        validation = validation.subset(cfg.max_eval_samples, seed)
+        test = test.subset(cfg.max_eval_samples, seed) if test else None
+    if len(set(train.labels)) < 2:
+        raise UsageError(f"{train_path}: the training subset has a single class; raise data.max_train_samples")
+    return Dataset(train, validation, test, labels, bool(cfg.text_pair_column), notes)

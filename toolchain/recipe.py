@@ -1,0 +1,272 @@
+"""Typed, validated build recipe: TOML file + named flags + `--set section.key=value` overrides.
+
+Each section is a frozen dataclass; a field's `doc` metadata is its one-line help. Unknown
+sections/keys and values of the wrong type are errors that name the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UsageError
+
+
+def _f(default, doc: str, **kw):
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"doc": doc, **kw})
+    return field(default=default, metadata={"doc": doc, **kw})
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    path: str = _f("", "Hugging Face model directory or hub id; empty = the embedded all-MiniLM-L6-v2.")
+    trust_remote_code: bool = _f(False, "Allow model code shipped with a checkpoint to run (off: never execute files).")
+
+
+@dataclass(frozen=True)
+class DataSection:
+    train: str = _f("", "Training file (CSV, TSV or JSONL); empty = samples/support_intents/train.csv.")
+    validation: str = _f("", "Validation file; empty = carved from train (seeded).")
+    test: str = _f("", "Optional test file, scored at the end.")
+    text_column: list = _f(["text"], "Text column; a list gives alternatives tried in order per file.")
+    text_pair_column: list = _f([], "Second-text column for sentence-pair tasks (alternatives as for text_column).")
+    label_column: list = _f(["label"], "Label column (integers or strings); alternatives allowed.")
+    labels: list = _f([], "Label order for the head; empty = sorted labels seen in training.")
+    validation_fraction: float = _f(0.1, "Share of train carved out as validation when none is given.")
+    max_train_samples: int = _f(0, "Seeded subset of train (0 = all); CPU fine-tuning budgets need it.")
+    max_eval_samples: int = _f(0, "Cap on validation/test rows used (0 = all).")
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    epochs: float = _f(3.0, "Epochs for fine-tuning the original (fractions allowed).")
+    batch_size: int = _f(32, "Global batch size (per optimizer step).")
+    learning_rate: float = _f(5e-5, "AdamW peak learning rate.")
+    weight_decay: float = _f(0.01, "AdamW weight decay (not applied to biases and LayerNorm).")
+    warmup_ratio: float = _f(0.1, "Fraction of steps spent in linear warm-up before linear decay.")
+    max_seq_len: int = _f(128, "Token limit; longer texts are truncated (and counted).")
+    eval_batch_size: int = _f(64, "Batch size for evaluation.")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 = off).")
+    seed: int = _f(42, "Seed for data order, splits and initialisation.")
+    device: str = _f("auto", "auto | cpu | cuda | cuda:N.")
+    precision: str = _f("auto", "auto | fp32 | bf16 | fp16 (autocast; auto = bf16/fp16 on CUDA, fp32 on CPU).")
+    grad_accum: int = _f(1, "Micro-batches per optimizer step.")
+    skip: bool = _f(False, "Use the model as already fine-tuned (it must carry a classification head).")
+
+
+@dataclass(frozen=True)
+class StudentSection:
+    num_layers: int = _f(2, "Transformer layers kept in the student (0 = ship the original itself).")
+    layer_selection: str = _f("evenly", "Which layers: bottom | top | evenly | explicit (then `layers`).")
+    layers: list = _f([], "Explicit 0-based layer indices (with layer_selection = 'explicit', or alone).")
+    epochs: float = _f(3.0, "Epochs of fine-tuning the student on the task.")
+    learning_rate: float = _f(1e-4, "Student peak learning rate (small students like a higher one).")
+    batch_size: int = _f(32, "Student batch size.")
+
+
+@dataclass(frozen=True)
+class ExportSection:
+    targets: list = _f(["executorch", "onnx"], "Targets to lower to: executorch, onnx.")
+    precisions: list = _f(["fp32"], "Precisions per target: fp32 (int8 where supported).")
+    max_batch: int = _f(64, "Upper bound of the dynamic batch dimension.")
+    opset: int = _f(18, "ONNX opset.")
+
+
+@dataclass(frozen=True)
+class ParitySection:
+    fp32_max_abs: float = _f(1e-4, "fp32 artifact vs the PyTorch model it came from: max-abs logit error.")
+    fp32_min_cosine: float = _f(0.99999, "fp32 artifact vs its PyTorch source: minimum cosine of logits.")
+    int8_min_cosine: float = _f(0.98, "int8 artifact vs its PyTorch source: minimum cosine of logits.")
+    int8_min_top1: float = _f(0.95, "int8 artifact vs its PyTorch source: top-1 agreement.")
+    min_top1_vs_original: float = _f(0.80, "Any artifact vs the original: top-1 agreement on validation text.")
+    max_accuracy_drop: float = _f(0.08, "Largest validation accuracy drop of an artifact below the original.")
+    seq_lens: list = _f([8, 33, 77], "Sequence lengths (padded) checked besides each batch's natural length.")
+    batch_size: int = _f(16, "Batch size for parity runs (>1 exercises padding).")
+    num_examples: int = _f(256, "Validation rows used for parity (0 = all).")
+    golden_size: int = _f(16, "Golden examples stored in the bundle for `verify`.")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    out: str = _f("runs/default", "Output directory of the build.")
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    student: StudentSection = field(default_factory=StudentSection)
+    export: ExportSection = field(default_factory=ExportSection)
+    parity: ParitySection = field(default_factory=ParitySection)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def sha256(self) -> str:
+        """Stable hash of the resolved recipe (recorded in the manifest)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Recipe) if f.name != "out"}
+_SECTION_TYPES = {
+    "model": ModelSection, "data": DataSection, "train": TrainSection,
+    "student": StudentSection, "export": ExportSection, "parity": ParitySection,
+}
+# Fields that accept a single value where a list is declared ("text_column = 'sentence'").
+_LIST_FIELDS_ACCEPT_SCALAR = {"text_column", "text_pair_column", "label_column", "targets", "precisions", "layers"}
+
+
+def _coerce(where: str, name: str, default, value):
+    """Check `value` against the type of the field's default; return it normalised."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise UsageError(f"recipe: {where} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UsageError(f"recipe: {where} must be an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UsageError(f"recipe: {where} must be a number, got {value!r}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise UsageError(f"recipe: {where} must be a string, got {value!r}")
+        return value
+    if isinstance(default, list):
+        if name in _LIST_FIELDS_ACCEPT_SCALAR and isinstance(value, (str, int)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, list):
+            raise UsageError(f"recipe: {where} must be a list, got {value!r}")
+        return list(value)
+    raise UsageError(f"recipe: {where}: unsupported value {value!r}")
+
+
+def _section_defaults(cls) -> dict:
+    return {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory()) for f in dataclasses.fields(cls)}
+
+
+def build(data: dict) -> Recipe:
+    """Validate a nested dict (as parsed from TOML) into a Recipe."""
+    if not isinstance(data, dict):
+        raise UsageError("recipe: top level must be a table")
+    kwargs = {}
+    for key, value in data.items():
+        if key == "out":
+            kwargs["out"] = _coerce("out", "out", "", value)
+            continue
+        if key not in _SECTION_TYPES:
+            raise UsageError(f"recipe: unknown section or key '{key}' (known: out, {', '.join(_SECTION_TYPES)})")
+        cls = _SECTION_TYPES[key]
+        if not isinstance(value, dict):
+            raise UsageError(f"recipe: [{key}] must be a table")
+        defaults = _section_defaults(cls)
+        sec = {}
+        for k, v in value.items():
+            if k not in defaults:
+                raise UsageError(f"recipe: unknown key '{key}.{k}' (known: {', '.join(defaults)})")
+            sec[k] = _coerce(f"{key}.{k}", k, defaults[k], v)
+        kwargs[key] = cls(**sec)
+    recipe = Recipe(**kwargs)
+    _check_ranges(recipe)
+    return recipe
+
+
+def _check_ranges(r: Recipe) -> None:
+    checks = [
+        (r.train.epochs > 0 or r.train.skip, "train.epochs must be > 0"),
+        (r.train.batch_size > 0, "train.batch_size must be > 0"),
+        (r.train.max_seq_len >= 8, "train.max_seq_len must be at least 8"),
+        (r.train.grad_accum >= 1, "train.grad_accum must be >= 1"),
+        (r.student.num_layers >= 0, "student.num_layers must be >= 0"),
+        (r.student.layer_selection in ("bottom", "top", "evenly", "explicit"),
+         f"student.layer_selection must be bottom, top, evenly or explicit, got {r.student.layer_selection!r}"),
+        (0.0 < r.data.validation_fraction < 1.0, "data.validation_fraction must be between 0 and 1"),
+        (r.train.precision in ("auto", "fp32", "bf16", "fp16"), f"train.precision must be auto, fp32, bf16 or fp16, got {r.train.precision!r}"),
+        (all(t in ("executorch", "onnx") for t in r.export.targets) and r.export.targets,
+         f"export.targets must be a non-empty subset of executorch, onnx; got {r.export.targets}"),
+        (all(p in ("fp32", "int8") for p in r.export.precisions) and r.export.precisions,
+         f"export.precisions must be a non-empty subset of fp32, int8; got {r.export.precisions}"),
+        (r.parity.batch_size > 1, "parity.batch_size must be > 1 (padding must be exercised)"),
+        (r.parity.golden_size >= 2, "parity.golden_size must be >= 2"),
+        (r.export.max_batch >= 2, "export.max_batch must be >= 2"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise UsageError(f"recipe: {msg}")
+    if any(not isinstance(i, int) or isinstance(i, bool) for i in r.student.layers):
+        raise UsageError("recipe: student.layers must be a list of integers")
+
+
+def parse_set(items: typing.Iterable[str]) -> dict:
+    """`section.key=value` strings → nested dict; values are TOML literals, else plain strings."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise UsageError(f"--set {item!r}: expected section.key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) == 1 and parts[0] == "out":
+            out["out"] = raw
+            continue
+        if len(parts) != 2 or not all(parts):
+            raise UsageError(f"--set {item!r}: key must be section.key")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        out.setdefault(parts[0], {})[parts[1]] = value
+    return out
+
+
+def merge(base: dict, over: dict) -> dict:
+    """Deep-merge `over` into a copy of `base` (tables merge, values replace)."""
+    res = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(res.get(k), dict):
+            res[k] = merge(res[k], v)
+        else:
+            res[k] = v
+    return res
+
+
+def load(path: str | Path | None, overrides: dict | None = None) -> Recipe:
+    """Read a recipe file (optional), apply overrides, validate."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UsageError(f"recipe {p}: no such file") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise UsageError(f"recipe {p}: not valid TOML ({e})") from None
+        # Relative data/model paths in a recipe are relative to the recipe file's directory
+        # when they exist there, else to the working directory.
+        base = p.resolve().parent
+        for sec, key in (("data", "train"), ("data", "validation"), ("data", "test"), ("model", "path")):
+            v = data.get(sec, {}).get(key) if isinstance(data.get(sec), dict) else None
+            if isinstance(v, str) and v and not Path(v).is_absolute() and not Path(v).exists() and (base / v).exists():
+                data[sec][key] = str(base / v)
+    return build(merge(data, overrides or {}))
+
+
+def dump(recipe: Recipe, path: str | Path) -> None:
+    """Write the fully resolved recipe as TOML next to the outputs."""
+    import tomli_w
+
+    Path(path).write_text(tomli_w.dumps(recipe.to_dict()), encoding="utf-8")
+
+
+def describe() -> str:
+    """Reference of every recipe key with its default and doc line (for --help and the README)."""
+    lines = ["out = " + json.dumps(Recipe.out if isinstance(Recipe.out, str) else "runs/default")]
+    for name, cls in _SECTION_TYPES.items():
+        lines.append(f"[{name}]")
+        for f in dataclasses.fields(cls):
+            d = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            lines.append(f"  {f.name} = {json.dumps(d)}  # {f.metadata.get('doc', '')}")
+    return "\n".join(lines)
