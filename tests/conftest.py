@@ -1,0 +1,113 @@
+"""Shared fixtures: a tiny random BERT with a real WordPiece tokenizer, tiny recipes and one tiny bundle.
+
+Everything here is built offline in seconds; real weights (the embedded MiniLM) only appear in
+tests marked `slow`.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples" / "support_intents"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def make_tiny_model_dir(dest: Path, layers: int = 4, hidden: int = 32, heads: int = 4, intermediate: int = 64,
+                        seed: int = 0, corpus: list[str] | None = None) -> Path:
+    """A random BertModel with a WordPiece tokenizer trained on the sample texts, saved as safetensors."""
+    import torch
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    dest.mkdir(parents=True, exist_ok=True)
+    if corpus is None:
+        corpus = []
+        for split in ("train", "dev"):
+            with open(SAMPLES / f"{split}.csv", newline="", encoding="utf-8") as f:
+                corpus += [r["text"] for r in csv.DictReader(f)]
+    wp = BertWordPieceTokenizer(lowercase=True)
+    wp.train_from_iterator(corpus, vocab_size=600, min_frequency=1,
+                           special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    wp.save_model(str(dest))
+    tok = BertTokenizerFast(vocab_file=str(dest / "vocab.txt"), do_lower_case=True)
+    tok.save_pretrained(dest)
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                     num_attention_heads=heads, intermediate_size=intermediate, max_position_embeddings=128)
+    BertModel(cfg).save_pretrained(dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-bert") / "model")
+
+
+def tiny_recipe_dict(model_dir: Path, out: Path, **sections) -> dict:
+    """A recipe that builds in seconds: tiny model, a slice of the sample data, short sequences."""
+    base = {
+        "out": str(out),
+        "model": {"path": str(model_dir)},
+        "data": {"train": str(SAMPLES / "train.csv"), "validation": str(SAMPLES / "dev.csv"),
+                 "max_train_samples": 160},
+        "train": {"epochs": 1.0, "batch_size": 16, "learning_rate": 1e-3, "max_seq_len": 32, "eval_batch_size": 32},
+        "student": {"num_layers": 2, "epochs": 1.0, "batch_size": 16, "learning_rate": 1e-3},
+        "export": {"max_batch": 16},
+        # A random tiny model barely learns in one epoch: gate artifacts on numeric parity, not accuracy.
+        "parity": {"min_top1_vs_original": 0.0, "max_accuracy_drop": 1.0, "num_examples": 48, "golden_size": 8},
+    }
+    for sec, vals in sections.items():
+        if isinstance(vals, dict):
+            base.setdefault(sec, {}).update(vals)
+        else:
+            base[sec] = vals
+    return base
+
+
+@pytest.fixture
+def tiny_recipe(tiny_model_dir, tmp_path):
+    """Factory: tiny_recipe(**overrides) → validated Recipe writing under tmp_path/out."""
+    from toolchain import recipe as recipe_mod
+
+    def make(**sections):
+        return recipe_mod.build(tiny_recipe_dict(tiny_model_dir, tmp_path / "out", **sections))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_build(tiny_model_dir, tmp_path_factory) -> Path:
+    """One complete tiny build (ExecuTorch + ONNX fp32), shared read-only by tests; copy before mutating."""
+    from toolchain import recipe as recipe_mod
+    from toolchain.pipeline import build
+
+    out = tmp_path_factory.mktemp("tiny-build") / "out"
+    build(recipe_mod.build(tiny_recipe_dict(tiny_model_dir, out)))
+    return out
+
+
+@pytest.fixture
+def bundle_copy(tiny_build, tmp_path) -> Path:
+    """A private copy of the tiny bundle that a test may tamper with."""
+    dest = tmp_path / "bundle"
+    shutil.copytree(tiny_build / "bundle", dest)
+    return dest
+
+
+def run_cli(*args, cwd=None, env=None, timeout=900) -> subprocess.CompletedProcess:
+    """Run `python -m toolchain.cli ...` as a user would; returns the completed process."""
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "toolchain.cli", *map(str, args)], cwd=cwd or ROOT, env=e,
+                          capture_output=True, text=True, timeout=timeout)
