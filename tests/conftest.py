@@ -40,7 +40,9 @@ def make_tiny_model_dir(dest: Path, layers: int = 4, hidden: int = 32, heads: in
     wp.train_from_iterator(corpus, vocab_size=600, min_frequency=1,
                            special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
     wp.save_model(str(dest))
-    tok = BertTokenizerFast(vocab_file=str(dest / "vocab.txt"), do_lower_case=True)
+    # transformers 5 ignores vocab_file= (it builds a 5-token vocab, so every word became [UNK]): pass the vocab itself.
+    vocab = {w.rstrip("\n"): i for i, w in enumerate((dest / "vocab.txt").read_text(encoding="utf-8").splitlines(True))}
+    tok = BertTokenizerFast(vocab=vocab, do_lower_case=True)
     tok.save_pretrained(dest)
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
@@ -65,7 +67,8 @@ def tiny_recipe_dict(model_dir: Path, out: Path, **sections) -> dict:
         "student": {"num_layers": 2, "epochs": 1.0, "batch_size": 16, "learning_rate": 1e-3},
         "export": {"max_batch": 16},
         # A random tiny model barely learns in one epoch: gate artifacts on numeric parity, not accuracy.
-        "parity": {"min_top1_vs_original": 0.0, "max_accuracy_drop": 1.0, "num_examples": 48, "golden_size": 8},
+        "parity": {"min_top1_vs_original": 0.0, "max_accuracy_drop": 1.0, "num_examples": 48, "golden_size": 8,
+                   "seq_lens": [5, 19, 31]},  # none equals the export example's length (16)
     }
     for sec, vals in sections.items():
         if isinstance(vals, dict):
@@ -103,6 +106,27 @@ def bundle_copy(tiny_build, tmp_path) -> Path:
     dest = tmp_path / "bundle"
     shutil.copytree(tiny_build / "bundle", dest)
     return dest
+
+
+def onnx_recipe_dict(model_dir: Path, out: Path, **sections) -> dict:
+    """A second tiny recipe: ONNX only (fast to export), seed 7 (other weights than tiny_build), two epochs
+    of the original (so a killed build has an epoch checkpoint to resume from), max_seq_len 16 (texts get cut)."""
+    d = tiny_recipe_dict(model_dir, out, export={"targets": ["onnx"]}, train={"seed": 7, "epochs": 2.0, "max_seq_len": 16})
+    for sec, vals in sections.items():
+        d.setdefault(sec, {}).update(vals) if isinstance(vals, dict) else d.__setitem__(sec, vals)
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_build(tiny_model_dir, tmp_path_factory) -> Path:
+    """A complete build of onnx_recipe_dict: another bundle to swap artifacts from, and a reference for
+    determinism and resumed builds. Read-only; copy before mutating."""
+    from toolchain import recipe as recipe_mod
+    from toolchain.pipeline import build
+
+    out = tmp_path_factory.mktemp("tiny-onnx-build") / "out"
+    build(recipe_mod.build(onnx_recipe_dict(tiny_model_dir, out)))
+    return out
 
 
 def run_cli(*args, cwd=None, env=None, timeout=900) -> subprocess.CompletedProcess:

@@ -1,3 +1,9 @@
 """Toolformer: fine-tune, compress, export and prove BERT-family encoders for the edge."""
+import logging as _logging
 
 __version__ = "0.1.0"
+
+# torchao logs a warning per CUDA-only extension it cannot load on a CPU build, and torch's pytree
+# warns about torchao's Enum registrations: noise on every command that would bury our one-line errors.
+for _name in ("torchao", "torch.utils._pytree"):
+    _logging.getLogger(_name).setLevel(_logging.ERROR)
