@@ -108,13 +108,25 @@ def build(recipe, model, train_file, validation, test, text_column, text_pair_co
 @click.option("--only", multiple=True, help="Artifact key (e.g. onnx-fp32) or file; repeatable.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the report as JSON.")
 @click.option("--threads", type=int, help="Intra-op threads for the runtimes.")
+@click.option("--arm64", is_flag=True, help="Run the verification in an emulated arm64 Debian userland (ONNX artifacts) and gate the drift from the build machine.")
+@click.option("--arm64-executorch", is_flag=True, help="As --arm64, with the .pte artifacts too (downloads the ~5 GB aarch64 torch once).")
+@click.option("--arm64-cache", type=click.Path(file_okay=False), help="arm64 userland cache (default ~/.cache/toolformer/arm64 or $TOOLFORMER_ARM64_CACHE).")
 @handle_errors
-def verify(bundle, only, json_out, threads):
+def verify(bundle, only, json_out, threads, arm64, arm64_executorch, arm64_cache):
     """Re-check a bundle: checksums, tokenizer, labels and every artifact on the golden inputs.
 
     Uses runtime_py only. Exits 0 when all pass, 1 when a check fails, 2 for an unreadable bundle.
     """
     from runtime_py.verify import format_table, verify_bundle
+
+    if arm64 or arm64_executorch:
+        from .arm64 import cli_verify
+
+        return cli_verify(bundle, only, json_out, threads, arm64_executorch, arm64_cache, click.echo)
+    if arm64_cache:
+        from .errors import UsageError
+
+        raise UsageError("--arm64-cache needs --arm64 or --arm64-executorch")
 
     report = verify_bundle(bundle, only=list(only) or None, threads=threads)
     click.echo(format_table(report))

@@ -24,7 +24,8 @@ def versions() -> dict:
     """Versions of the libraries that shaped the artifacts (recorded for reproducibility)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {"python": platform.python_version()}
+    # The build machine's architecture: `verify --arm64` reports drift against this machine's logits.
+    out = {"python": platform.python_version(), "machine": platform.machine()}
     for pkg in ("toolformer", "torch", "transformers", "executorch", "onnx", "onnxruntime", "tokenizers", "torchao"):
         try:
             out[pkg] = version(pkg)

@@ -125,6 +125,7 @@ def _build_into(r, source: str, data, work: Path) -> dict:
     from .compress.truncate import select_layers, truncate
     from .finetune import evaluate, predict_logits, train
     from .package import golden_payload, versions, write_bundle
+    from .arm64 import gate_for as arm64_gate_for
 
     torch.manual_seed(r.train.seed)
     stages = Stages()
@@ -195,7 +196,8 @@ def _build_into(r, source: str, data, work: Path) -> dict:
         backend = open_backend(art["path"], art["format"])
         gate = parity_mod.gate_for(art["precision"], p)
         res = parity_mod.check_artifact(backend, sets, src_logits, orig_logits, gate)
-        art["gate"] = gate
+        # The arm64 tolerances travel in the manifest: `verify --arm64` checks drift from this machine with them.
+        art["gate"] = {**gate, "arm64": arm64_gate_for(art["precision"], p)}
         art["parity"] = {k: res[k] for k in ("passed", "vs_reference", "vs_original", "accuracy", "original_accuracy", "examples", "seq_lens")}
         results.append({"artifact": f"{art['format']}-{art['precision']}", "file": art["path"].name, **res})
     passed = all(x["passed"] for x in results)

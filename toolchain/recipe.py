@@ -89,6 +89,12 @@ class ParitySection:
     batch_size: int = _f(16, "Batch size for parity runs (>1 exercises padding).")
     num_examples: int = _f(256, "Validation rows used for parity (0 = all).")
     golden_size: int = _f(16, "Golden examples stored in the bundle for `verify`.")
+    # arm64 (`verify --arm64`) vs the build machine's logits of the same artifact: NEON and AVX kernels
+    # sum in another order (~1e-6 on MiniLM); a wrong kernel moves logits by 1e-2 or more.
+    arm64_fp32_max_abs: float = _f(1e-4, "fp32 artifact on arm64 vs on the build machine: max-abs logit drift.")
+    arm64_fp32_min_cosine: float = _f(0.99999, "fp32 artifact on arm64 vs on the build machine: minimum cosine.")
+    arm64_lowp_min_cosine: float = _f(0.99, "int8/fp16 artifact on arm64 vs on the build machine: minimum cosine.")
+    arm64_lowp_min_top1: float = _f(0.9, "int8/fp16 artifact on arm64 vs on the build machine: top-1 agreement.")
 
 
 @dataclass(frozen=True)
