@@ -160,6 +160,43 @@ def predict(bundle, texts, artifact, pair, as_json):
 
 
 @main.command()
+@click.argument("target", metavar="BUNDLE_OR_ARTIFACT", type=click.Path())
+@click.option("--threads", type=int, help="Intra-op threads for every runtime (default: all cores).")
+@click.option("--batch-sizes", help="Comma-separated batch sizes (default 1,8).")
+@click.option("--seq-lens", help="Comma-separated sequence lengths in tokens of real text (default 16,32,64,128 up to max_seq_len).")
+@click.option("--iters", type=click.IntRange(1), default=50, show_default=True, help="Timed runs per shape.")
+@click.option("--warmup", type=click.IntRange(0), default=5, show_default=True, help="Untimed runs per shape first.")
+@click.option("--only", multiple=True, help="Subject to time: artifact key (onnx-fp32), file name or 'original'; repeatable.")
+@click.option("--original", type=click.Path(), help="Checkpoint of the original (default: OUT/original next to the bundle).")
+@click.option("--no-original", is_flag=True, help="Skip the original in eager PyTorch.")
+@click.option("--tokenizer", type=click.Path(), help="tokenizer.json, for an artifact outside a bundle.")
+@click.option("--texts", type=click.Path(), help="Texts to cut inputs from, one per line (default: the bundle's golden texts).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the rows as a JSON list.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@handle_errors
+def bench(target, threads, batch_sizes, seq_lens, iters, warmup, only, original, no_original, tokenizer, texts,
+          json_out, no_progress):
+    """Latency (p50/p90/p99), throughput, load time, peak memory and size of a bundle's artifacts
+    and of the original in eager PyTorch, each in its own process, on real tokenized text."""
+    from . import bench as bench_mod
+    from .errors import UsageError
+
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads {threads}: must be at least 1")
+    threads = threads or os.cpu_count() or 1
+    pl = bench_mod.plan(target, only=list(only) or None, original=original, with_original=not no_original,
+                        tokenizer=tokenizer, texts_file=texts)
+    batches, lens = bench_mod.shapes_for(pl, bench_mod.parse_ints(batch_sizes, "--batch-sizes"),
+                                         bench_mod.parse_ints(seq_lens, "--seq-lens"))
+    click.echo(bench_mod.machine_line(threads), err=True)
+    rows = bench_mod.bench(pl, batches, lens, threads, warmup=warmup, iters=iters, progress=not no_progress)
+    click.echo(bench_mod.format_table(rows))
+    click.echo(bench_mod.machine_line(threads))
+    if json_out:
+        bench_mod.write_json(rows, json_out)
+
+
+@main.command()
 def recipe():
     """Print every recipe key with its default and meaning."""
     from .recipe import describe

@@ -204,6 +204,13 @@ def _build_into(r, source: str, data, work: Path) -> dict:
     (work / "parity.json").write_text(json.dumps({"passed": passed, "artifacts": results}, indent=2))
     stages.end(passed=passed)
 
+    # 4b. Batch-1 latency of the original and each artifact, for the report and its accuracy/latency plot.
+    stages.start("latency", f"batch 1, {r.train.max_seq_len} tokens, original + {len(exported)} artifacts")
+    from .bench import build_latency
+
+    latency = build_latency(original, exported, tok_file, tok_file, data.validation.texts, r.train.max_seq_len)
+    stages.end()
+
     # 5. Golden I/O and the bundle.
     stages.start("package", "bundle/")
     g = min(p.golden_size, len(data.validation))
@@ -228,16 +235,19 @@ def _build_into(r, source: str, data, work: Path) -> dict:
         "shipped": {"model": shipped_name, "params": count_params(shipped), "layers": shipped.config.num_hidden_layers,
                     "val_accuracy": evaluate(shipped, data.validation, encoder, r.train.eval_batch_size), "test_accuracy": test_acc},
         "artifacts": results,
+        "latency": latency,
         "stages": stages.rows,
         "versions": versions(),
         "recipe_sha256": r.sha256(),
     }
     report_file = work / "report.md"
+    plot = report.write_accuracy_latency_plot(summary, work / "accuracy_latency.png")
+    summary["plot"] = plot.name if plot else None
     report.write_markdown(summary, report_file)
     if passed:
         write_bundle(work / "bundle", artifacts=[{k: v for k, v in a.items()} for a in exported], tokenizer_file=tok_file,
                      labels=data.labels, max_seq_len=r.train.max_seq_len, pair=data.pair, golden=golden,
-                     extra_files={"report.md": report_file, "recipe.toml": work / "recipe.toml"},
+                     extra_files={"report.md": report_file, "recipe.toml": work / "recipe.toml", **({plot.name: plot} if plot else {})},
                      info={"versions": summary["versions"], "recipe_sha256": summary["recipe_sha256"],
                            "model": {"original": source, "shipped": shipped_name, "layers": summary["shipped"]["layers"],
                                      "params": summary["shipped"]["params"]}})

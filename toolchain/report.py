@@ -44,6 +44,7 @@ def write_markdown(summary: dict, path: Path) -> None:
         verdict = "pass" if a["passed"] else "FAIL: " + "; ".join(a["reasons"])
         lines.append(f"| {a['artifact']} | {_mb(size)} | {ref['max_abs']:.2e} | {ref['min_cosine']:.6f} | "
                      f"{org['top1_agreement']:.4f} | {_pct(a['accuracy'])} | {_pct(a['original_accuracy'])} | {verdict} |")
+    lines += latency_lines(summary)
     d = summary["data"]
     lines += [
         "",
@@ -58,3 +59,63 @@ def write_markdown(summary: dict, path: Path) -> None:
     lines += ["", "## Versions", "", ", ".join(f"{k} {v}" for k, v in summary["versions"].items()),
               "", f"Recipe sha256: `{summary['recipe_sha256']}`", ""]
     Path(path).write_text("\n".join(lines), encoding="utf-8")
+
+
+def _accuracy_of(summary: dict, name: str):
+    """Validation accuracy of the original or an artifact, from the same parity rows for all."""
+    arts = summary.get("artifacts", [])
+    if name == "original":
+        return arts[0]["original_accuracy"] if arts else summary["original"]["val_accuracy"]
+    for a in arts:
+        if name in (a["artifact"], a["file"].rsplit(".", 1)[0]):
+            return a["accuracy"]
+    return None
+
+
+def latency_lines(summary: dict) -> list:
+    """The 'Latency and size' section: batch-1 latency, size and accuracy of the original and each artifact."""
+    rows = summary.get("latency") or []
+    if not rows:
+        return []
+    r0 = rows[0]
+    lines = ["", "## Latency and size", "",
+             f"Batch 1, {r0['seq_len']} tokens of real validation text, {r0['iters']} timed runs after warm-up, in the "
+             f"build process (load average {r0['load_avg_1m']:.2f}). `toolformer bench` measures more shapes, load time "
+             "and memory, each subject in its own process.", "",
+             "| model | format | precision | size | p50 ms | p90 ms | p99 ms | accuracy |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['format']} | {r['precision']} | {_mb(r['bytes'])} | {r['p50_ms']:.2f} | "
+                     f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {_pct(_accuracy_of(summary, r['name']))} |")
+    if summary.get("plot"):
+        lines += ["", f"![accuracy versus latency]({summary['plot']})"]
+    return lines
+
+
+def write_accuracy_latency_plot(summary: dict, path: Path) -> Path | None:
+    """accuracy_latency.png: validation accuracy against batch-1 p50 latency, the original and every artifact."""
+    rows = [r for r in summary.get("latency") or [] if _accuracy_of(summary, r["name"]) is not None]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display on build machines
+    import matplotlib.pyplot as plt
+
+    colors = {"pytorch": "tab:gray", "executorch": "tab:blue", "onnx": "tab:orange"}
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for r in rows:
+        acc = 100 * _accuracy_of(summary, r["name"])
+        ax.scatter(r["p50_ms"], acc, s=30 + r["bytes"] / 1e6, color=colors.get(r["format"], "tab:green"),
+                   marker="s" if r["precision"] == "fp32" else "o", alpha=0.8, edgecolors="black", linewidths=0.5)
+        ax.annotate(f"{r['name']} ({r['bytes'] / 1e6:.1f} MB)", (r["p50_ms"], acc), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"p50 latency, ms (batch 1, {rows[0]['seq_len']} tokens, log scale)")
+    ax.set_ylabel("validation accuracy, %")
+    ax.set_title("Accuracy versus latency (marker area ~ size)")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

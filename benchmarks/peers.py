@@ -1,0 +1,219 @@
+"""Toolformer's artifacts side by side with the way users export the same fine-tuned model today.
+
+Peers (built from the build's fine-tuned original, see peer_env.py): Optimum's ONNX export +
+`optimum-cli onnxruntime quantize` int8 (avx512_vnni and arm64 presets), and ExecuTorch's plain
+torch.export → XNNPACK flow on the Hugging Face model as is. optimum-executorch is not a peer: its
+1.1.0 release has no text-classification task (and pins transformers==5.0.0rc1).
+
+Everything is timed in this one process, alternating subject by subject on the same input each
+round (ONNX Runtime sessions with spinning off so idle threads do not steal the cores), and each
+ratio is the median of the per-round ratios. Accuracy is measured on the whole validation file.
+
+    python benchmarks/peers.py                        # uses runs/sst2 and ../shared/data/sst2/dev.tsv
+    python benchmarks/peers.py --build runs/x --dev dev.tsv --threads 2 --json runs/peers.json
+
+Re-runnable: peers are cached by checkpoint hash; whatever artifacts the bundle holds (fp32, int8,
+compressed variants) are compared, so running it again after new artifacts land updates the table.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+# Torch's OpenMP workers would otherwise spin after each eager call and steal the two cores from
+# whichever runtime is timed next; set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np  # noqa: E402
+
+import peer_env  # noqa: E402
+from alternate import alternate, markdown_table, pairwise_ratio, summary_ms  # noqa: E402
+
+ROOT = peer_env.ROOT
+ONNX_PEER = "optimum-onnx-int8-avx512_vnni"
+ET_PEER = "executorch-plain-fp32"
+
+
+def read_dev(path: Path, text_col: str, label_col: str, labels: list, limit: int = 0):
+    """Texts and label indices from a CSV/TSV validation file (CRLF tolerated)."""
+    delim = "\t" if path.suffix == ".tsv" else ","
+    texts, ys = [], []
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f, delimiter=delim):
+            texts.append(row[text_col])
+            ys.append(labels.index(str(row[label_col]).strip()))
+    if limit:
+        texts, ys = texts[:limit], ys[:limit]
+    return texts, np.asarray(ys)
+
+
+def open_subjects(build: Path, peers: dict, threads: int, with_original: bool):
+    """{name: (info, fn(arrays) -> logits)} for the bundle's artifacts, the peers and the original."""
+    import torch
+    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+    from runtime_py.backends import open_backend
+    from runtime_py.bundle import artifact_key, read_manifest
+
+    _unsafe_reset_threadpool(threads)  # only possible before the first program is loaded
+    torch.set_num_threads(threads)
+    bundle = build / "bundle"
+    manifest = read_manifest(bundle)
+    subjects = {}
+    for a in manifest["artifacts"]:
+        name = "toolformer " + artifact_key(a)
+        if name in subjects:
+            name = "toolformer " + Path(a["file"]).stem
+        b = open_backend(bundle / a["file"], a["format"], threads=threads)
+        subjects[name] = ({"side": "toolformer", "format": a["format"], "precision": a["precision"],
+                           "bytes": int(a["bytes"]), "file": str(bundle / a["file"]),
+                           "model": f"{manifest.get('model', {}).get('shipped', '?')}, {manifest.get('model', {}).get('layers', '?')} layers"}, b.run)
+    for name, path in peers.items():
+        fmt = "executorch" if path.suffix == ".pte" else "onnx"
+        prec = "int8" if "int8" in name else "fp32"
+        b = open_backend(path, fmt, threads=threads)
+        subjects[name] = ({"side": "peer", "format": fmt, "precision": prec, "bytes": path.stat().st_size,
+                           "file": str(path), "model": "original as is"}, b.run)
+    if with_original:
+        from transformers import AutoModelForSequenceClassification
+
+        from toolchain.bench import checkpoint_bytes, torch_runner
+
+        m = AutoModelForSequenceClassification.from_pretrained(build / "original").eval()
+        subjects["original (eager PyTorch)"] = ({"side": "reference", "format": "pytorch", "precision": "fp32",
+                                                 "bytes": checkpoint_bytes(build / "original"), "file": str(build / "original"),
+                                                 "model": f"original, {m.config.num_hidden_layers} layers"}, torch_runner(m))
+    return subjects, manifest
+
+
+def accuracy(fn, encoder, texts: list, ys: np.ndarray, batch: int = 32) -> float:
+    """Top-1 accuracy over the whole file, batches padded to their longest text."""
+    preds = [np.asarray(fn(encoder.encode(texts[i:i + batch]))).argmax(1) for i in range(0, len(texts), batch)]
+    return float((np.concatenate(preds) == ys).mean())
+
+
+def headline_pairs(names: list) -> list:
+    """(toolformer subject, peer) pairs the issue asks for: ONNX int8 and ExecuTorch."""
+    tf = [n for n in names if n.startswith("toolformer ")]
+
+    def pick(fmt: str, precs: tuple) -> list:
+        return [n for p in precs for n in tf if n.startswith(f"toolformer {fmt}-{p}")]
+
+    pairs = []
+    onnx = pick("onnx", ("int8",)) or pick("onnx", ("fp32",))
+    for n in onnx[:1]:
+        pairs += [(n, p) for p in names if p.startswith("optimum-onnx-int8")]
+    for n in pick("executorch", ("int8", "fp32")):
+        pairs.append((n, ET_PEER))
+    return [(a, b) for a, b in pairs if b in names]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--build", type=Path, default=ROOT / "runs" / "sst2", help="build directory (original/ and bundle/)")
+    ap.add_argument("--dev", type=Path, default=ROOT.parent / "shared" / "data" / "sst2" / "dev.tsv")
+    ap.add_argument("--text-column", default="content")
+    ap.add_argument("--label-column", default="label")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--rounds-b1", type=int, default=300, help="timed rounds at batch 1 (one dev sentence each)")
+    ap.add_argument("--rounds-b32", type=int, default=30, help="timed rounds at batch 32")
+    ap.add_argument("--warmup-rounds", type=int, default=10)
+    ap.add_argument("--max-examples", type=int, default=0, help="dev rows for accuracy (0 = all)")
+    ap.add_argument("--cache", type=Path, default=peer_env.DEFAULT_CACHE)
+    ap.add_argument("--rebuild-peers", action="store_true")
+    ap.add_argument("--no-original", action="store_true", help="leave the eager PyTorch original out")
+    ap.add_argument("--json", type=Path, help="write every figure as JSON")
+    a = ap.parse_args(argv)
+
+    if not (a.build / "original" / "config.json").is_file() or not (a.build / "bundle" / "manifest.json").is_file():
+        sys.exit(f"{a.build}: needs original/ and bundle/ of a finished build "
+                 f"(toolformer build samples/recipes/sst2.toml --out {a.build})")
+    if not a.dev.is_file():
+        sys.exit(f"{a.dev}: no such validation file")
+    sys.path.insert(0, str(ROOT))
+    from runtime_py.tokenize import TextEncoder
+    from toolchain.bench import machine_line
+
+    ckpt = (a.build / "original").resolve()
+    manifest = json.loads((a.build / "bundle" / "manifest.json").read_text())
+    max_seq = int(manifest["max_seq_len"])
+    load_before = os.getloadavg()
+    peers = peer_env.optimum_onnx_peers(ckpt, a.cache, rebuild=a.rebuild_peers)
+    peers[ET_PEER] = peer_env.executorch_plain_peer(ckpt, a.cache, max(128, max_seq), rebuild=a.rebuild_peers)
+    peer_versions = peer_env.env_versions(a.cache / "optimum-onnx" / "bin")
+
+    subjects, manifest = open_subjects(a.build, peers, a.threads, not a.no_original)
+    encoder = TextEncoder(a.build / "bundle" / manifest["tokenizer"]["file"], max_seq)
+    texts, ys = read_dev(a.dev, a.text_column, a.label_column, [str(l) for l in manifest["labels"]], a.max_examples)
+    truncated = encoder.count_truncated(texts)
+    peer_env.log(f"accuracy on {len(texts)} rows of {a.dev.name} ({truncated} longer than {max_seq} tokens, truncated for every subject)")
+    acc = {}
+    for name, (_, fn) in subjects.items():
+        acc[name] = accuracy(fn, encoder, texts, ys)
+        peer_env.log(f"  {name}: {acc[name]:.4f}")
+
+    runners = {n: fn for n, (_, fn) in subjects.items()}
+    n = len(texts)
+    w = a.warmup_rounds
+    b1_inputs = [encoder.encode([texts[i % n]]) for i in range(w + a.rounds_b1)]
+    b32_inputs = [encoder.encode([texts[(r * 32 + j) % n] for j in range(32)]) for r in range(w + a.rounds_b32)]
+    t0 = time.perf_counter()
+    peer_env.log(f"timing: {len(runners)} subjects alternating, {a.rounds_b1} rounds at batch 1 (natural length), "
+                 f"{a.rounds_b32} at batch 32, {a.threads} threads")
+    times = {"b1": alternate(runners, b1_inputs, w), "b32": alternate(runners, b32_inputs, w)}
+    peer_env.log(f"timing took {time.perf_counter() - t0:.0f} s")
+    load_after = os.getloadavg()
+
+    rows = []
+    for name, (info, _) in subjects.items():
+        rows.append({"name": name, **info, "accuracy": acc[name],
+                     **{f"{k}_{m}": v for k in times for m, v in summary_ms(times[k][name]).items()}})
+    names = list(subjects)
+    pairs = []
+    for tf in [x for x in names if x.startswith("toolformer ")]:
+        for pe in [x for x in names if subjects[x][0]["side"] == "peer"]:
+            pairs.append({"toolformer": tf, "peer": pe,
+                          "ratio_b1": pairwise_ratio(times["b1"][tf], times["b1"][pe]),
+                          "ratio_b32": pairwise_ratio(times["b32"][tf], times["b32"][pe]),
+                          "toolformer_accuracy": acc[tf], "peer_accuracy": acc[pe]})
+    head = headline_pairs(names)
+
+    print(f"## Peer comparison: {a.build} on {a.dev} ({len(texts)} rows)\n")
+    print(machine_line(a.threads))
+    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
+    print(f"peer environment: {', '.join(f'{k} {v}' for k, v in peer_versions.items())}\n")
+    print(markdown_table(
+        ["subject", "model", "format", "prec", "size MB", "dev acc", "b1 p50 ms", "b1 p90 ms", "b32 p50 ms", "b32 p90 ms"],
+        [[r["name"], r["model"], r["format"], r["precision"], f"{r['bytes'] / 1e6:.1f}", f"{100 * r['accuracy']:.2f}%",
+          f"{r['b1_p50_ms']:.2f}", f"{r['b1_p90_ms']:.2f}", f"{r['b32_p50_ms']:.1f}", f"{r['b32_p90_ms']:.1f}"] for r in rows]))
+    print("\nToolformer latency / peer latency (median of per-round ratios; < 1 = Toolformer faster):\n")
+    print(markdown_table(["toolformer", "peer", "b1 ratio", "b32 ratio", "toolformer acc", "peer acc"],
+                         [[p["toolformer"], p["peer"], f"{p['ratio_b1']:.3f}", f"{p['ratio_b32']:.3f}",
+                           f"{100 * p['toolformer_accuracy']:.2f}%", f"{100 * p['peer_accuracy']:.2f}%"] for p in pairs
+                          if (p["toolformer"], p["peer"]) in head]))
+    if not any(x.startswith("toolformer onnx-int8") for x in names):
+        print("\nnote: the bundle has no ONNX int8 artifact yet; its ONNX fp32 artifact stands in against the int8 peers.")
+    if not any(x.startswith("toolformer executorch-int8") for x in names):
+        print("note: the bundle has no ExecuTorch int8 artifact yet; compared: ExecuTorch fp32.")
+    print("\nAll pairs:\n")
+    print(markdown_table(["toolformer", "peer", "b1 ratio", "b32 ratio"],
+                         [[p["toolformer"], p["peer"], f"{p['ratio_b1']:.3f}", f"{p['ratio_b32']:.3f}"] for p in pairs]))
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps({"machine": machine_line(a.threads), "load_before": load_before, "load_after": load_after,
+                                      "threads": a.threads, "rounds": {"b1": a.rounds_b1, "b32": a.rounds_b32},
+                                      "dev": str(a.dev), "examples": len(texts), "peer_versions": peer_versions,
+                                      "subjects": rows, "pairs": pairs, "headline": head}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
