@@ -61,11 +61,12 @@ def _columns(value):
 @click.option("--epochs", type=float, help="Epochs for the original and the student.")
 @click.option("--max-seq-len", type=int, help="Token limit (longer texts are truncated).")
 @click.option("--out", help="Output directory.")
+@click.option("--device", help="Where training runs: auto (CUDA when present), cpu, cuda or cuda:N.")
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any recipe key (repeatable).")
 @click.option("--force", is_flag=True, help="Replace an existing output directory once the new build is complete.")
 @handle_errors
 def build(recipe, model, train_file, validation, test, text_column, text_pair_column, label_column,
-          num_layers, epochs, max_seq_len, out, sets, force):
+          num_layers, epochs, max_seq_len, out, device, sets, force):
     """Fine-tune, truncate, export, check parity and write OUT/bundle.
 
     With no arguments: the embedded model on the sample data in samples/.
@@ -78,7 +79,7 @@ def build(recipe, model, train_file, validation, test, text_column, text_pair_co
         ("model", "path"): model, ("data", "train"): train_file, ("data", "validation"): validation,
         ("data", "test"): test, ("data", "text_column"): _columns(text_column),
         ("data", "text_pair_column"): _columns(text_pair_column), ("data", "label_column"): _columns(label_column),
-        ("student", "num_layers"): num_layers, ("train", "max_seq_len"): max_seq_len,
+        ("student", "num_layers"): num_layers, ("train", "max_seq_len"): max_seq_len, ("train", "device"): device,
     }
     for (sec, key), val in flags.items():
         if val is not None:
@@ -92,7 +93,14 @@ def build(recipe, model, train_file, validation, test, text_column, text_pair_co
 
     from .pipeline import build as run_build
 
-    summary = run_build(r, force=force)
+    from .distributed import finish
+
+    try:
+        summary = run_build(r, force=force)
+    finally:
+        finish()
+    if summary is None:  # a non-main process of a multi-process launch: the main one reports
+        return
     o, s = summary["original"], summary["shipped"]
     click.echo(f"original  val accuracy {o['val_accuracy']:.4f}  ({o['layers']} layers, {o['params']:,} params)")
     if s["model"] != "original":
@@ -194,6 +202,56 @@ def bench(target, threads, batch_sizes, seq_lens, iters, warmup, only, original,
     click.echo(bench_mod.machine_line(threads))
     if json_out:
         bench_mod.write_json(rows, json_out)
+
+
+@main.command()
+@click.argument("recipe", required=False, type=click.Path(dir_okay=False))
+@click.option("--out", required=True, help="Checkpoint directory to write (Hugging Face layout).")
+@click.option("--model", help="Hugging Face model directory or hub id (default: embedded all-MiniLM-L6-v2).")
+@click.option("--train", "train_file", help="Training data (CSV, TSV or JSONL).")
+@click.option("--validation", help="Validation data (default: carved from train).")
+@click.option("--text-column", help="Text column; comma-separated alternatives (e.g. sentence,content).")
+@click.option("--text-pair-column", help="Second text column for sentence-pair tasks.")
+@click.option("--label-column", help="Label column.")
+@click.option("--epochs", type=float, help="Epochs.")
+@click.option("--max-seq-len", type=int, help="Token limit (longer texts are truncated).")
+@click.option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")
+@click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any recipe key (repeatable).")
+@click.option("--force", is_flag=True, help="Replace an existing OUT once the new checkpoint is complete.")
+@handle_errors
+def finetune(recipe, out, model, train_file, validation, text_column, text_pair_column, label_column, epochs,
+             max_seq_len, device, sets, force):
+    """Fine-tune only the original into OUT (a Hugging Face checkpoint with tokenizer and train_result.json).
+
+    Train where the GPUs are (also under `accelerate launch` / `torchrun`), then compress and export
+    anywhere: `toolformer build --model OUT --set train.skip=true`.
+    """
+    from . import recipe as recipe_mod
+
+    over = recipe_mod.parse_set(sets)
+    flags = {
+        ("model", "path"): model, ("data", "train"): train_file, ("data", "validation"): validation,
+        ("data", "text_column"): _columns(text_column), ("data", "text_pair_column"): _columns(text_pair_column),
+        ("data", "label_column"): _columns(label_column), ("train", "epochs"): epochs,
+        ("train", "max_seq_len"): max_seq_len, ("train", "device"): device,
+    }
+    for (sec, key), val in flags.items():
+        if val is not None:
+            over.setdefault(sec, {})[key] = val
+    r = recipe_mod.load(recipe, over)
+
+    from .distributed import finish
+    from .finetune import finetune_original
+
+    try:
+        res = finetune_original(r, out, force=force)
+    finally:
+        finish()
+    if res is None:  # a non-main process of a multi-process launch
+        return
+    click.echo(f"original  val accuracy {res.best_accuracy:.4f} (epoch {res.best_epoch:g})  {res.device} {res.precision}  "
+               f"{res.processes} process{'es' if res.processes > 1 else ''}  {res.examples_per_s:.1f} examples/s")
+    click.echo(f"checkpoint: {out}")
 
 
 @main.command()

@@ -1,9 +1,16 @@
-"""Fine-tuning loop shared by the original and the students: AdamW, linear warm-up/decay,
-per-epoch evaluation, best checkpoint kept as safetensors, CUDA autocast when present."""
+"""Fine-tuning loop shared by the original, the students, distillation and pruning recovery.
+
+AdamW with linear warm-up/decay, per-epoch evaluation, the best checkpoint kept as safetensors.
+Runs through Hugging Face Accelerate: on CUDA with bf16/fp16 autocast (fp16 with a gradient
+scaler) when present, on the CPU otherwise, and as several processes under `accelerate launch` or
+`torchrun` (each global batch split across processes and accumulation steps, gradients averaged,
+evaluation gathered, only the main process writing). See toolchain/distributed.py.
+"""
 from __future__ import annotations
 
 import json
 import math
+import platform
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -12,17 +19,18 @@ from typing import Callable
 
 import numpy as np
 
+from .checkpoint import EpochCheckpoint
 from .data import Split
 
 
 @dataclass
 class TrainConfig:
     epochs: float = 3.0
-    batch_size: int = 32
+    batch_size: int = 32  # global: examples per optimizer step, whatever the process count
     learning_rate: float = 5e-5
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
-    eval_batch_size: int = 64
+    eval_batch_size: int = 64  # per process
     max_grad_norm: float = 1.0
     seed: int = 42
     device: str = "auto"
@@ -36,13 +44,34 @@ class TrainResult:
     best_epoch: float
     history: list = field(default_factory=list)
     seconds: float = 0.0
-    examples_per_s: float = 0.0
+    examples_per_s: float = 0.0  # training examples per second of training time, all processes together
     device: str = "cpu"
     precision: str = "fp32"
     steps: int = 0
+    processes: int = 1
+    grad_accum: int = 1
+    global_batch_size: int = 0
+    micro_batch_size: int = 0
+    device_name: str = ""
+    train_seconds: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def facts(self) -> dict:
+        """Where and how the model was trained, for summaries and bundle manifests."""
+        keys = ("device", "device_name", "precision", "processes", "grad_accum", "global_batch_size", "micro_batch_size", "steps")
+        return {**{k: getattr(self, k) for k in keys}, "examples_per_s": round(self.examples_per_s, 1)}
+
+
+@dataclass
+class TrainState:
+    """Where a run stands at an epoch boundary (what a checkpoint/resume needs besides weights and optimizer)."""
+
+    epoch: int = 0
+    step: int = 0
+    seen: int = 0
+    train_seconds: float = 0.0
 
 
 def seed_everything(seed: int) -> None:
@@ -54,30 +83,12 @@ def seed_everything(seed: int) -> None:
 
 
 def select_device(spec: str):
-    """'auto' → CUDA when present, else CPU."""
+    """'auto' → CUDA when present, else CPU (as torch.device); bad specs are UsageErrors."""
     import torch
 
-    from .errors import UsageError
+    from .distributed import resolve_device
 
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"device {spec!r} asked for, but no CUDA device is available")
-    try:
-        return torch.device(spec)
-    except RuntimeError:
-        raise UsageError(f"unknown device {spec!r} (use auto, cpu, cuda or cuda:N)") from None
-
-
-def autocast_dtype(device, precision: str):
-    """The autocast dtype (None = fp32): bf16 where the GPU supports it, else fp16 with a scaler."""
-    import torch
-
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    if precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float16
+    return torch.device(resolve_device(spec))
 
 
 def batches(split: Split, encoder, batch_size: int, shuffle: bool, seed: int = 0):
@@ -86,8 +97,12 @@ def batches(split: Split, encoder, batch_size: int, shuffle: bool, seed: int = 0
     if shuffle:
         random.Random(seed).shuffle(order)
     for i in range(0, len(order), batch_size):
-        idx = order[i:i + batch_size]
-        yield encoder.encode([split.texts[j] for j in idx]), np.asarray([split.labels[j] for j in idx], dtype=np.int64)
+        yield encode_rows(split, encoder, order[i:i + batch_size])
+
+
+def encode_rows(split: Split, encoder, rows) -> tuple[dict, np.ndarray]:
+    """Token arrays (padded to the longest row) and label ids of the given rows."""
+    return encoder.encode([split.texts[j] for j in rows]), np.asarray([split.labels[j] for j in rows], dtype=np.int64)
 
 
 def to_torch(arrays: dict, device):
@@ -114,6 +129,24 @@ def evaluate(model, split: Split, encoder, batch_size: int = 64, device=None) ->
     return float((logits.argmax(1) == np.asarray(split.labels)).mean())
 
 
+def evaluate_distributed(acc, model, split: Split, encoder, batch_size: int) -> float:
+    """Validation accuracy with the split sharded over the processes and the logits gathered (padding dropped)."""
+    import torch
+
+    from .distributed import eval_shard
+
+    rows = eval_shard(len(split), acc.process_index, acc.num_processes)
+    model.eval()
+    outs = []
+    with torch.inference_mode(), acc.autocast():
+        for i in range(0, len(rows), batch_size):
+            arrays, _ = encode_rows(split, encoder, rows[i:i + batch_size])
+            outs.append(model(**to_torch(arrays, acc.device)).logits.float())
+    local = torch.cat(outs) if outs else torch.zeros((0, model.config.num_labels), device=acc.device)
+    logits = acc.gather(local)[:len(split)].cpu().numpy()
+    return float((logits.argmax(1) == np.asarray(split.labels)).mean())
+
+
 def _param_groups(model, weight_decay: float):
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -123,87 +156,187 @@ def _param_groups(model, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _device_name(device) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+
+
 def train(model, train_split: Split, val_split: Split, encoder, cfg: TrainConfig, out_dir: Path,
           desc: str = "fine-tune", loss_fn: Callable | None = None) -> TrainResult:
-    """Fine-tune `model` in place; the best validation checkpoint is saved to `out_dir` and reloaded.
+    """Fine-tune `model` in place; the best validation checkpoint is saved to `out_dir` (main process) and reloaded.
 
-    `loss_fn(model, inputs, labels, outputs) -> loss` replaces cross-entropy (distillation uses it).
+    `loss_fn(model, inputs, labels, outputs) -> loss` replaces cross-entropy (distillation uses it); it
+    must return the mean over the batch, and gets the inputs on the training device under autocast.
+    Every process of a launch calls this with the same arguments; each trains on its shard.
     """
     import torch
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    seed_everything(cfg.seed)
-    device = select_device(cfg.device)
-    amp_dtype = autocast_dtype(device, cfg.precision)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    model.to(device)
-    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
-    micro = max(1, cfg.batch_size // cfg.grad_accum)
-    steps_per_epoch = math.ceil(len(train_split) / (micro * cfg.grad_accum))
-    total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
-    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total_steps), total_steps)
-    out_dir = Path(out_dir)
-    result = TrainResult(best_accuracy=-1.0, best_epoch=0.0, device=str(device),
-                         precision={None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype])
-    step, seen, t0 = 0, 0, time.perf_counter()
-    n_epochs = math.ceil(cfg.epochs)
-    for epoch in range(n_epochs):
-        model.train()
-        limit = total_steps - step if epoch == n_epochs - 1 else steps_per_epoch
-        bar = tqdm(total=limit, desc=f"{desc} epoch {epoch + 1}/{n_epochs}", unit="step", dynamic_ncols=True, leave=False, disable=None)
-        it = batches(train_split, encoder, micro, shuffle=True, seed=cfg.seed + epoch)
-        done = 0
-        while done < limit:
-            opt.zero_grad(set_to_none=True)
-            loss_sum, n_ex = 0.0, 0
-            for _ in range(cfg.grad_accum):
-                try:
-                    arrays, labels = next(it)
-                except StopIteration:
-                    break
-                inputs = to_torch(arrays, device)
-                y = torch.from_numpy(labels).to(device)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    outputs = model(**inputs)
-                    loss = loss_fn(model, inputs, y, outputs) if loss_fn else torch.nn.functional.cross_entropy(outputs.logits.float(), y)
-                loss = loss / cfg.grad_accum
-                (scaler.scale(loss) if scaler else loss).backward()
-                loss_sum += float(loss.detach()) * cfg.grad_accum
-                n_ex += len(labels)
-            if n_ex == 0:
-                break
-            if scaler:
-                scaler.unscale_(opt)
-            if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            if scaler:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
-            sched.step()
-            step += 1
-            done += 1
-            seen += n_ex
-            bar.set_postfix(loss=f"{loss_sum / max(1, cfg.grad_accum):.4f}", ex_s=f"{seen / (time.perf_counter() - t0):.1f}")
-            bar.update(1)
-        bar.close()
-        acc = evaluate(model, val_split, encoder, cfg.eval_batch_size, device)
-        ep = min(float(epoch + 1), cfg.epochs)
-        result.history.append({"epoch": ep, "step": step, "val_accuracy": acc, "last_loss": loss_sum})
-        print(f"  {desc}: epoch {ep:g} validation accuracy {acc:.4f}", flush=True)
-        if acc > result.best_accuracy:
-            result.best_accuracy, result.best_epoch = acc, ep
-            model.save_pretrained(out_dir)
-    result.seconds = time.perf_counter() - t0
-    result.examples_per_s = seen / max(result.seconds, 1e-9)
-    result.steps = step
-    (out_dir / "train_result.json").write_text(json.dumps(result.to_dict(), indent=2))
-    # Reload the best weights into the caller's model.
-    from safetensors.torch import load_file
+    from . import distributed as dist
+    from .errors import UsageError
 
-    state = load_file(str(out_dir / "model.safetensors"), device=str(device))
-    model.load_state_dict(state, strict=False)
+    acc, precision = dist.accelerator(cfg.device, cfg.precision, cfg.grad_accum)
+    world, rank, accum = acc.num_processes, acc.process_index, cfg.grad_accum
+    if cfg.batch_size < world * accum:
+        raise UsageError(f"train batch size {cfg.batch_size} is smaller than processes × grad_accum ({world} × {accum})")
+    seed_everything(cfg.seed)
+    # Dropout differs per process (as it would across the micro-batches of one process).
+    torch.manual_seed(cfg.seed + rank)
+    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
+    steps_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
+    total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
+    # The scheduler is not given to Accelerate: it steps once per global step, which is already what we count.
+    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total_steps), total_steps)
+    ddp_model, opt = acc.prepare(model, opt)
+    out_dir = Path(out_dir)
+    main = acc.is_main_process
+    result = TrainResult(best_accuracy=-1.0, best_epoch=0.0, device=acc.device.type, precision=precision,
+                         processes=world, grad_accum=accum, global_batch_size=cfg.batch_size,
+                         micro_batch_size=math.ceil(cfg.batch_size / (world * accum)), device_name=_device_name(acc.device))
+    st = TrainState()
+    # Per-epoch checkpoint in out_dir/checkpoint: a killed run (build --resume) continues after its last epoch.
+    ckpt = EpochCheckpoint(out_dir, cfg, model, len(train_split), len(val_split), desc, world)
+    best_state = ckpt.restore(model, opt, sched, st, result, acc.scaler)
+    t0 = time.perf_counter()
+    n_epochs = math.ceil(cfg.epochs)
+    try:
+        for epoch in range(st.epoch, n_epochs):
+            limit = total_steps - st.step if epoch == n_epochs - 1 else steps_per_epoch
+            t_ep = time.perf_counter()
+            loss_sum, n_seen = _train_epoch(acc, ddp_model, model, opt, sched, train_split, encoder, cfg, epoch, limit,
+                                            loss_fn, st, tqdm(total=limit, desc=f"{desc} epoch {epoch + 1}/{n_epochs}",
+                                                              unit="step", dynamic_ncols=True, leave=False,
+                                                              disable=None if main else True))
+            st.train_seconds += time.perf_counter() - t_ep
+            acc_val = evaluate_distributed(acc, model, val_split, encoder, cfg.eval_batch_size)
+            ep = min(float(epoch + 1), cfg.epochs)
+            result.history.append({"epoch": ep, "step": st.step, "val_accuracy": acc_val,
+                                   "train_loss": loss_sum / max(n_seen, 1)})
+            if main:
+                print(f"  {desc}: epoch {ep:g} validation accuracy {acc_val:.4f} "
+                      f"(train loss {loss_sum / max(n_seen, 1):.4f}, {world} process{'es' if world > 1 else ''}, "
+                      f"{acc.device.type} {precision})", flush=True)
+            # Every process sees the same gathered accuracy, so all agree on the best epoch.
+            if acc_val > result.best_accuracy:
+                result.best_accuracy, result.best_epoch = acc_val, ep
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                if main:
+                    model.save_pretrained(out_dir)
+            st.epoch = epoch + 1
+            if st.epoch < n_epochs:
+                ckpt.save(model, opt, sched, st, result, best_state, acc.scaler)
+    finally:
+        # Give the caller back its plain module: no DDP wrapper, no autocast-patched forward.
+        model = acc.unwrap_model(ddp_model, keep_fp32_wrapper=False)
+        model.__dict__.pop("forward", None)
+        acc.free_memory()
+    result.seconds = time.perf_counter() - t0
+    result.train_seconds = st.train_seconds
+    result.examples_per_s = st.seen / max(st.train_seconds, 1e-9)
+    result.steps = st.step
+    if main:
+        (out_dir / "train_result.json").write_text(json.dumps(result.to_dict(), indent=2))
+    if best_state is not None:
+        model.load_state_dict(best_state, strict=False)
+    if main:
+        ckpt.remove()
+        if ckpt.resumed_epoch:  # the best weights may date from before the kill: write them again, whole
+            model.save_pretrained(out_dir)
     model.eval()
     return result
+
+
+def _train_epoch(acc, ddp_model, model, opt, sched, split: Split, encoder, cfg: TrainConfig, epoch: int, limit: int,
+                 loss_fn, st: TrainState, bar) -> tuple[float, int]:
+    """`limit` optimizer steps of one epoch; returns (sum of example losses, examples) over all processes."""
+    import torch
+
+    from .distributed import epoch_order, step_shards
+
+    world, rank, accum = acc.num_processes, acc.process_index, cfg.grad_accum
+    order = epoch_order(len(split), cfg.seed + epoch)
+    ddp_model.train()
+    local_loss, local_n = 0.0, 0
+    for s in range(limit):
+        rows = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+        if len(rows) == 0:
+            break
+        n_global = len(rows)
+        for micro in step_shards(rows, rank, world, accum):
+            with acc.accumulate(ddp_model):
+                # A process whose share of a short last batch is empty still runs (with weight 0)
+                # so that every process joins the same gradient all-reduce.
+                arrays, labels = encode_rows(split, encoder, micro if micro else rows[:1])
+                inputs, y = to_torch(arrays, acc.device), torch.from_numpy(labels).to(acc.device)
+                with acc.autocast():
+                    outputs = ddp_model(**inputs)
+                    loss = loss_fn(model, inputs, y, outputs) if loss_fn else torch.nn.functional.cross_entropy(outputs.logits.float(), y)
+                # DDP averages over processes and acc.backward divides by accum: this weight makes the
+                # gradient the mean over the global batch however it was split.
+                acc.backward(loss * (len(micro) * world * accum / n_global))
+                local_loss += float(loss.detach()) * len(micro)
+                local_n += len(micro)
+                if acc.sync_gradients:
+                    if cfg.max_grad_norm > 0:
+                        acc.clip_grad_norm_(ddp_model.parameters(), cfg.max_grad_norm)
+                    opt.step()
+                    if not acc.optimizer_step_was_skipped:  # fp16 overflow: the scaler skipped this step
+                        sched.step()
+                    opt.zero_grad(set_to_none=True)
+        st.step += 1
+        st.seen += n_global
+        bar.set_postfix(loss=f"{local_loss / max(local_n, 1):.4f}")
+        bar.update(1)
+    bar.close()
+    totals = acc.reduce(torch.tensor([local_loss, float(local_n)], dtype=torch.float64, device=acc.device), "sum")
+    return float(totals[0]), int(totals[1])
+
+
+def finetune_original(r, out, force: bool = False) -> TrainResult | None:
+    """`toolformer finetune`: only the original, into a checkpoint dir (train on GPUs, compress and export anywhere).
+
+    OUT gets the Hugging Face checkpoint (config, safetensors, tokenizer), train_result.json and
+    recipe.toml, written by the main process through a staging dir; other processes return None.
+    """
+    import shutil
+    import tempfile
+
+    from . import distributed as dist
+    from . import model as model_mod
+    from . import pipeline
+    from . import recipe as recipe_mod
+    from runtime_py.tokenize import TextEncoder
+
+    dist.init(r.train.device)
+    source, data, _ = pipeline.preflight(r)
+    out = Path(out)
+    pipeline._check_out(out, force)
+    main = dist.is_main()
+    work = pipeline._prepare_out(out, force) if main else None
+    hand = dist.Handover()
+    try:
+        with tempfile.TemporaryDirectory(prefix="toolformer-tok-") as scratch:
+            tok_file = model_mod.save_tokenizer_json(source, Path(scratch) / "tokenizer.json", r.model.trust_remote_code)
+            encoder = TextEncoder(tok_file, r.train.max_seq_len)
+            seed_everything(r.train.seed)  # the new head starts the same whatever the process count
+            model = model_mod.load_classifier(source, data.labels, r.model.trust_remote_code)
+            if main:
+                print(f"[toolformer] fine-tune original: {source} on {len(data.train)} rows, {r.train.epochs:g} epochs", flush=True)
+            res = train(model, data.train, data.validation, encoder, pipeline._train_config(r, "train"),
+                        work if main else Path(scratch) / "unused", "original")
+        if not hand.meet():
+            hand.release()  # wait for the main process to finish writing
+            return None
+        pipeline._save_tokenizer(source, work, r)
+        recipe_mod.dump(r, work / "recipe.toml")
+        pipeline._commit(work, out)
+    except BaseException:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    finally:
+        if main:
+            hand.release()
+    return res

@@ -25,7 +25,10 @@ class Stages:
         self.rows = []
 
     def start(self, name: str, detail: str = ""):
-        print(f"[toolformer] {name}{': ' + detail if detail else ''}", flush=True)
+        from .distributed import is_main
+
+        if is_main():  # one log, not one per training process
+            print(f"[toolformer] {name}{': ' + detail if detail else ''}", flush=True)
         self.rows.append({"stage": name, "detail": detail, "t0": time.perf_counter()})
 
     def end(self, **facts):
@@ -72,9 +75,13 @@ def preflight(r):
     return source, data, total_layers
 
 
-def _prepare_out(out: Path, force: bool) -> Path:
+def _check_out(out: Path, force: bool) -> None:
     if out.exists() and not force:
         raise UsageError(f"{out}: output directory exists; pass --force to replace it (it stays until the new build is complete)")
+
+
+def _prepare_out(out: Path, force: bool) -> Path:
+    _check_out(out, force)
     staging = out.parent / f".{out.name}.partial"
     if staging.exists():
         shutil.rmtree(staging)
@@ -94,25 +101,45 @@ def _commit(staging: Path, out: Path) -> None:
 
 
 def build(r, force: bool = False) -> dict:
-    """Run the whole spine for recipe `r`; returns the summary written to OUT/summary.json."""
+    """Run the whole spine for recipe `r`; returns the summary written to OUT/summary.json.
+
+    Under `accelerate launch` / `torchrun` every process calls this: all train, only the main one
+    writes OUT; the others return None once it has finished.
+    """
+    from . import distributed as dist
+
     out = Path(r.out)
     source, data, total_layers = preflight(r)
-    staging = _prepare_out(out, force)
+    _check_out(out, force)  # on every process, so a refusal ends them all alike
+    dist.init(r.train.device)
+    hand = dist.Handover()
+    if not dist.is_main():
+        import tempfile
+
+        # Scratch for what training needs on disk (tokenizer.json); nothing of it stays.
+        with tempfile.TemporaryDirectory(prefix="toolformer-worker-") as scratch:
+            _build_into(r, source, data, Path(scratch), hand)
+        hand.release()
+        return None
     try:
-        summary = _build_into(r, source, data, staging)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if not summary["passed"]:
-        shutil.rmtree(staging / "bundle", ignore_errors=True)
-    _commit(staging, out)
+        staging = _prepare_out(out, force)
+        try:
+            summary = _build_into(r, source, data, staging, hand)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        if not summary["passed"]:
+            shutil.rmtree(staging / "bundle", ignore_errors=True)
+        _commit(staging, out)
+    finally:
+        hand.release()
     if not summary["passed"]:
         failed = [f"{a['artifact']}: {'; '.join(a['reasons'])}" for a in summary["artifacts"] if not a["passed"]]
         raise GateError(f"parity gate failed, no bundle written ({out}/parity.json): " + " | ".join(failed))
     return summary
 
 
-def _build_into(r, source: str, data, work: Path) -> dict:
+def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
     import torch
 
     import targets
@@ -123,6 +150,7 @@ def _build_into(r, source: str, data, work: Path) -> dict:
     from . import parity as parity_mod
     from . import report
     from .compress.truncate import select_layers, truncate
+    from .distributed import is_main
     from .finetune import evaluate, predict_logits, train
     from .package import golden_payload, versions, write_bundle
     from .arm64 import gate_for as arm64_gate_for
@@ -133,7 +161,7 @@ def _build_into(r, source: str, data, work: Path) -> dict:
     tok_file = model_mod.save_tokenizer_json(source, work / "tokenizer" / "tokenizer.json", r.model.trust_remote_code)
     encoder = TextEncoder(tok_file, r.train.max_seq_len)
     truncated = {s.name: encoder.count_truncated(s.texts) for s in data.splits()}
-    for note in data.notes:
+    for note in data.notes if is_main() else ():
         print(f"[toolformer] data: {note}")
 
     # 1. The original: the full model fine-tuned on the task.
@@ -155,6 +183,7 @@ def _build_into(r, source: str, data, work: Path) -> dict:
     original.to("cpu").eval()
 
     # 2. The student: N layers of the original, fine-tuned on the task.
+    st_res = None
     if r.student.num_layers and r.student.num_layers < total_layers or r.student.layers:
         keep = select_layers(total_layers, r.student.num_layers, r.student.layer_selection, r.student.layers)
         stages.start("truncate + fine-tune student", f"layers {keep} of {total_layers}")
@@ -162,10 +191,16 @@ def _build_into(r, source: str, data, work: Path) -> dict:
         st_res = train(student, data.train, data.validation, encoder, _train_config(r, "student"), work / "student", "student")
         _save_tokenizer(source, work / "student", r)
         student.to("cpu").eval()
-        stages.end(layers=keep, val_accuracy=st_res.best_accuracy, params=count_params(student))
+        stages.end(layers=keep, val_accuracy=st_res.best_accuracy, params=count_params(student),
+                   device=st_res.device, precision=st_res.precision, examples_per_s=round(st_res.examples_per_s, 1))
         shipped, shipped_name = student, "student"
     else:
         shipped, shipped_name = original, "original"
+
+    # Training is over on every process: from here the main process works alone (export, parity,
+    # package) and the others wait for it (see distributed.Handover).
+    if hand is not None and not hand.meet():
+        return None
 
     # 3. Export every target × precision.
     art_dir = work / "artifacts"
@@ -237,6 +272,8 @@ def _build_into(r, source: str, data, work: Path) -> dict:
         "artifacts": results,
         "latency": latency,
         "stages": stages.rows,
+        # Where and how each model was trained (device, precision, processes, batch split, throughput).
+        "training": {name: res.facts() for name, res in (("original", orig_res), ("student", st_res)) if res is not None},
         "versions": versions(),
         "recipe_sha256": r.sha256(),
     }
@@ -248,7 +285,7 @@ def _build_into(r, source: str, data, work: Path) -> dict:
         write_bundle(work / "bundle", artifacts=[{k: v for k, v in a.items()} for a in exported], tokenizer_file=tok_file,
                      labels=data.labels, max_seq_len=r.train.max_seq_len, pair=data.pair, golden=golden,
                      extra_files={"report.md": report_file, "recipe.toml": work / "recipe.toml", **({plot.name: plot} if plot else {})},
-                     info={"versions": summary["versions"], "recipe_sha256": summary["recipe_sha256"],
+                     info={"versions": summary["versions"], "recipe_sha256": summary["recipe_sha256"], "training": summary["training"],
                            "model": {"original": source, "shipped": shipped_name, "layers": summary["shipped"]["layers"],
                                      "params": summary["shipped"]["params"]}})
     stages.end()
