@@ -94,7 +94,7 @@ def open_subjects(build: Path, peers: dict, threads: int, with_original: bool):
     return subjects, manifest
 
 
-def accuracy(fn, encoder, texts: list, ys: np.ndarray, batch: int = 32) -> float:
+def accuracy(fn, encoder, texts: list, ys: np.ndarray, batch: int) -> float:
     """Top-1 accuracy over the whole file, batches padded to their longest text."""
     preds = [np.asarray(fn(encoder.encode(texts[i:i + batch]))).argmax(1) for i in range(0, len(texts), batch)]
     return float((np.concatenate(preds) == ys).mean())
@@ -124,7 +124,8 @@ def main(argv=None) -> int:
     ap.add_argument("--label-column", default="label")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--rounds-b1", type=int, default=300, help="timed rounds at batch 1 (one dev sentence each)")
-    ap.add_argument("--rounds-b32", type=int, default=30, help="timed rounds at batch 32")
+    ap.add_argument("--rounds-b32", type=int, default=30, help="timed rounds at the larger batch")
+    ap.add_argument("--batch", type=int, default=32, help="the larger batch (capped by the bundle's export.max_batch)")
     ap.add_argument("--warmup-rounds", type=int, default=10)
     ap.add_argument("--max-examples", type=int, default=0, help="dev rows for accuracy (0 = all)")
     ap.add_argument("--cache", type=Path, default=peer_env.DEFAULT_CACHE)
@@ -140,11 +141,12 @@ def main(argv=None) -> int:
         sys.exit(f"{a.dev}: no such validation file")
     sys.path.insert(0, str(ROOT))
     from runtime_py.tokenize import TextEncoder
-    from toolchain.bench import machine_line
+    from toolchain.bench import _max_batch_from_recipe, machine_line
 
     ckpt = (a.build / "original").resolve()
     manifest = json.loads((a.build / "bundle" / "manifest.json").read_text())
     max_seq = int(manifest["max_seq_len"])
+    big = min(a.batch, _max_batch_from_recipe(a.build / "bundle" / "recipe.toml") or a.batch)
     load_before = os.getloadavg()
     peers = peer_env.optimum_onnx_peers(ckpt, a.cache, rebuild=a.rebuild_peers)
     peers[ET_PEER] = peer_env.executorch_plain_peer(ckpt, a.cache, max(128, max_seq), rebuild=a.rebuild_peers)
@@ -157,17 +159,17 @@ def main(argv=None) -> int:
     peer_env.log(f"accuracy on {len(texts)} rows of {a.dev.name} ({truncated} longer than {max_seq} tokens, truncated for every subject)")
     acc = {}
     for name, (_, fn) in subjects.items():
-        acc[name] = accuracy(fn, encoder, texts, ys)
+        acc[name] = accuracy(fn, encoder, texts, ys, big)
         peer_env.log(f"  {name}: {acc[name]:.4f}")
 
     runners = {n: fn for n, (_, fn) in subjects.items()}
     n = len(texts)
     w = a.warmup_rounds
     b1_inputs = [encoder.encode([texts[i % n]]) for i in range(w + a.rounds_b1)]
-    b32_inputs = [encoder.encode([texts[(r * 32 + j) % n] for j in range(32)]) for r in range(w + a.rounds_b32)]
+    b32_inputs = [encoder.encode([texts[(r * big + j) % n] for j in range(big)]) for r in range(w + a.rounds_b32)]
     t0 = time.perf_counter()
     peer_env.log(f"timing: {len(runners)} subjects alternating, {a.rounds_b1} rounds at batch 1 (natural length), "
-                 f"{a.rounds_b32} at batch 32, {a.threads} threads")
+                 f"{a.rounds_b32} at batch {big}, {a.threads} threads")
     times = {"b1": alternate(runners, b1_inputs, w), "b32": alternate(runners, b32_inputs, w)}
     peer_env.log(f"timing took {time.perf_counter() - t0:.0f} s")
     load_after = os.getloadavg()
@@ -191,11 +193,11 @@ def main(argv=None) -> int:
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
     print(f"peer environment: {', '.join(f'{k} {v}' for k, v in peer_versions.items())}\n")
     print(markdown_table(
-        ["subject", "model", "format", "prec", "size MB", "dev acc", "b1 p50 ms", "b1 p90 ms", "b32 p50 ms", "b32 p90 ms"],
+        ["subject", "model", "format", "prec", "size MB", "dev acc", "b1 p50 ms", "b1 p90 ms", f"b{big} p50 ms", f"b{big} p90 ms"],
         [[r["name"], r["model"], r["format"], r["precision"], f"{r['bytes'] / 1e6:.1f}", f"{100 * r['accuracy']:.2f}%",
           f"{r['b1_p50_ms']:.2f}", f"{r['b1_p90_ms']:.2f}", f"{r['b32_p50_ms']:.1f}", f"{r['b32_p90_ms']:.1f}"] for r in rows]))
     print("\nToolformer latency / peer latency (median of per-round ratios; < 1 = Toolformer faster):\n")
-    print(markdown_table(["toolformer", "peer", "b1 ratio", "b32 ratio", "toolformer acc", "peer acc"],
+    print(markdown_table(["toolformer", "peer", "b1 ratio", f"b{big} ratio", "toolformer acc", "peer acc"],
                          [[p["toolformer"], p["peer"], f"{p['ratio_b1']:.3f}", f"{p['ratio_b32']:.3f}",
                            f"{100 * p['toolformer_accuracy']:.2f}%", f"{100 * p['peer_accuracy']:.2f}%"] for p in pairs
                           if (p["toolformer"], p["peer"]) in head]))
@@ -204,12 +206,12 @@ def main(argv=None) -> int:
     if not any(x.startswith("toolformer executorch-int8") for x in names):
         print("note: the bundle has no ExecuTorch int8 artifact yet; compared: ExecuTorch fp32.")
     print("\nAll pairs:\n")
-    print(markdown_table(["toolformer", "peer", "b1 ratio", "b32 ratio"],
+    print(markdown_table(["toolformer", "peer", "b1 ratio", f"b{big} ratio"],
                          [[p["toolformer"], p["peer"], f"{p['ratio_b1']:.3f}", f"{p['ratio_b32']:.3f}"] for p in pairs]))
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps({"machine": machine_line(a.threads), "load_before": load_before, "load_after": load_after,
-                                      "threads": a.threads, "rounds": {"b1": a.rounds_b1, "b32": a.rounds_b32},
+                                      "threads": a.threads, "rounds": {"b1": a.rounds_b1, "b32": a.rounds_b32}, "big_batch": big,
                                       "dev": str(a.dev), "examples": len(texts), "peer_versions": peer_versions,
                                       "subjects": rows, "pairs": pairs, "headline": head}, indent=2))
     return 0

@@ -284,7 +284,8 @@ def _worker(subject: dict, shapes: list, threads: int, warmup: int, iters: int, 
         for batch, seq_len, arrays in shapes:
             times = time_calls(run, arrays, warmup, iters)
             rows.append({**asdict(s), "batch": batch, "seq_len": seq_len, **percentiles(times, batch),
-                         "load_ms": round(load_s * 1e3, 2), "load_avg_1m": os.getloadavg()[0]})
+                         "load_ms": round(load_s * 1e3, 2), "load_avg_1m": os.getloadavg()[0],
+                         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "")})
             queue.put(("progress", 1))
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
         for r in rows:
@@ -301,6 +302,9 @@ def run_subject(subject: Subject, shapes: list, threads: int, warmup: int, iters
     import queue as queue_mod
 
     ctx = mp.get_context("spawn")
+    # Idle OpenMP workers of eager PyTorch must not spin (ONNX Runtime runs with spinning off too):
+    # spinning threads turn any other load on the machine into 10-100x slower calls.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     q = ctx.Queue()
     p = ctx.Process(target=_worker, args=(asdict(subject), shapes, threads, warmup, iters, q), daemon=True)
     p.start()
