@@ -126,6 +126,18 @@ def test_gradient_accumulation_matches_one_big_batch(still_model_dir, tmp_path):
     assert "forward" not in m4.__dict__ and type(m4).__name__ == "BertForSequenceClassification"
 
 
+def test_bf16_autocast_on_cpu_then_fp32_again(still_model_dir, tmp_path):
+    """Mixed precision goes through Accelerate's autocast; a later fp32 run in the same process is plain fp32 again."""
+    import torch
+
+    r16, m16 = _tiny_train(still_model_dir, tmp_path / "bf16", precision="bf16")
+    assert r16.precision == "bf16" and np.isfinite(r16.history[0]["train_loss"])
+    assert "forward" not in m16.__dict__ and next(m16.parameters()).dtype == torch.float32  # fp32 master weights
+    r32, _ = _tiny_train(still_model_dir, tmp_path / "fp32", precision="fp32")
+    assert r32.precision == "fp32"
+    assert r16.history[0]["train_loss"] == pytest.approx(r32.history[0]["train_loss"], rel=0.05)
+
+
 def test_batch_smaller_than_processes_times_accumulation_is_usage_error(still_model_dir, tmp_path):
     from toolchain.errors import UsageError
 

@@ -198,7 +198,10 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
         shipped, shipped_name = original, "original"
 
     # Training is over on every process: from here the main process works alone (export, parity,
-    # package) and the others wait for it (see distributed.Handover).
+    # package) and the others wait for it (see distributed.Handover). Distillation may have taken the
+    # original (its teacher) to the GPU: export, parity and latency all run on the CPU.
+    original.to("cpu").eval()
+    shipped.to("cpu").eval()
     if hand is not None and not hand.meet():
         return None
 
