@@ -49,6 +49,10 @@ def export(model, path: str | Path, cfg: ExecuTorchConfig, metadata: dict | None
 
     from .wrapper import export_program
 
+    if cfg.precision == "fp16":
+        # Measured with executorch 1.5.1 on x86: XNNPACK's fp16 path gave identical logits for every
+        # input of a BERT (wrong), so fp16 weights are offered for ONNX only (targets/fp16.py).
+        raise ValueError("fp16 is not supported for ExecuTorch (XNNPACK fp16 produced wrong outputs on x86); use it with onnx")
     if cfg.precision != "fp32":
         raise ValueError(f"ExecuTorch precision {cfg.precision!r} is not available in this build (fp32 only)")
     ep, _ = export_program(model, cfg.max_batch, cfg.max_seq_len)

@@ -22,8 +22,8 @@ def export(model, path: str | Path, cfg: OnnxConfig, metadata: dict | None = Non
 
     from .wrapper import EdgeClassifier, dynamic_shapes, example_inputs
 
-    if cfg.precision != "fp32":
-        raise ValueError(f"ONNX precision {cfg.precision!r} is not available in this build (fp32 only)")
+    if cfg.precision not in ("fp32", "fp16"):
+        raise ValueError(f"ONNX precision {cfg.precision!r} is not available in this build (fp32, fp16)")
     wrapper = EdgeClassifier(model).eval()
     args = example_inputs(2, min(16, cfg.max_seq_len), model.config.vocab_size)
     path = Path(path)
@@ -40,9 +40,14 @@ def export(model, path: str | Path, cfg: OnnxConfig, metadata: dict | None = Non
     for k, v in (metadata or {}).items():
         entry = m.metadata_props.add()
         entry.key, entry.value = str(k), str(v)
+    facts = {}
+    if cfg.precision == "fp16":  # fp16 weights, fp32 arithmetic (see targets/fp16.py)
+        from .fp16 import weights_to_fp16
+
+        m, facts["fp16_initializers"] = weights_to_fp16(m)
     onnx.checker.check_model(m)
     onnx.save(m, str(path))
     ops = {}
     for n in m.graph.node:
         ops[n.op_type] = ops.get(n.op_type, 0) + 1
-    return {"opset": cfg.opset, "nodes": len(m.graph.node), "op_types": ops}
+    return {"opset": cfg.opset, "nodes": len(m.graph.node), "op_types": ops, **facts}

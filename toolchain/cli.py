@@ -44,6 +44,9 @@ def main():
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+from .compress.command import apply_flags, compress_options  # noqa: E402  (click only; keeps --help fast)
+
+
 def _columns(value):
     return [c.strip() for c in value.split(",") if c.strip()] if value else None
 
@@ -64,9 +67,10 @@ def _columns(value):
 @click.option("--device", help="Where training runs: auto (CUDA when present), cpu, cuda or cuda:N.")
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any recipe key (repeatable).")
 @click.option("--force", is_flag=True, help="Replace an existing output directory once the new build is complete.")
+@compress_options
 @handle_errors
 def build(recipe, model, train_file, validation, test, text_column, text_pair_column, label_column,
-          num_layers, epochs, max_seq_len, out, device, sets, force):
+          num_layers, epochs, max_seq_len, out, device, sets, force, **compress_flags):
     """Fine-tune, truncate, export, check parity and write OUT/bundle.
 
     With no arguments: the embedded model on the sample data in samples/.
@@ -89,6 +93,7 @@ def build(recipe, model, train_file, validation, test, text_column, text_pair_co
         over.setdefault("student", {})["epochs"] = epochs
     if out is not None:
         over["out"] = out
+    apply_flags(over, compress_flags)
     r = recipe_mod.load(recipe, over)
 
     from .pipeline import build as run_build
@@ -252,6 +257,73 @@ def finetune(recipe, out, model, train_file, validation, text_column, text_pair_
     click.echo(f"original  val accuracy {res.best_accuracy:.4f} (epoch {res.best_epoch:g})  {res.device} {res.precision}  "
                f"{res.processes} process{'es' if res.processes > 1 else ''}  {res.examples_per_s:.1f} examples/s")
     click.echo(f"checkpoint: {out}")
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path())
+@click.argument("recipe", required=False, type=click.Path(dir_okay=False))
+@click.option("--train", "train_file", help="Training data (default: the data of the checkpoint's recipe.toml).")
+@click.option("--validation", help="Validation data.")
+@click.option("--test", help="Test data, scored at the end.")
+@click.option("--text-column", help="Text column; comma-separated alternatives.")
+@click.option("--text-pair-column", help="Second text column for sentence-pair tasks.")
+@click.option("--label-column", help="Label column.")
+@click.option("--num-layers", type=int, help="Transformer layers kept in the student (0 = all).")
+@click.option("--epochs", type=float, help="Epochs of distillation / recovery training of the student.")
+@click.option("--max-seq-len", type=int, help="Token limit.")
+@click.option("--out", help="Output directory (default: CHECKPOINT-compressed).")
+@click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any recipe key (repeatable).")
+@click.option("--force", is_flag=True, help="Replace an existing output directory once the new one is complete.")
+@compress_options
+@handle_errors
+def compress(checkpoint, recipe, train_file, validation, test, text_column, text_pair_column, label_column,
+             num_layers, epochs, max_seq_len, out, sets, force, **compress_flags):
+    """Compress a fine-tuned CHECKPOINT: truncate, prune, distil, sparsify, prune the vocabulary,
+    then export, check parity and bundle into OUT (student/, compression.md/.json/.png, bundle/).
+
+    The checkpoint is the teacher and is not trained again. RECIPE defaults to the recipe.toml
+    written next to it by `toolformer finetune` or `build`.
+    """
+    from pathlib import Path
+
+    from . import recipe as recipe_mod
+    from .compress.command import checkpoint_labels, echo_summary, find_recipe
+    from .errors import UsageError
+
+    ckpt = Path(checkpoint)
+    if not ckpt.is_dir():
+        raise UsageError(f"{ckpt}: no such checkpoint directory")
+    if recipe is None and (found := find_recipe(ckpt)) is not None:
+        recipe = str(found)
+        click.echo(f"recipe: {recipe}")
+    over = recipe_mod.parse_set(sets)
+    flags = {
+        ("data", "train"): train_file, ("data", "validation"): validation, ("data", "test"): test,
+        ("data", "text_column"): _columns(text_column), ("data", "text_pair_column"): _columns(text_pair_column),
+        ("data", "label_column"): _columns(label_column), ("student", "num_layers"): num_layers,
+        ("student", "epochs"): epochs, ("train", "max_seq_len"): max_seq_len,
+    }
+    for (sec, key), val in flags.items():
+        if val is not None:
+            over.setdefault(sec, {})[key] = val
+    over.setdefault("model", {})["path"] = str(ckpt)
+    over.setdefault("train", {})["skip"] = True  # the checkpoint is the fine-tuned original
+    labels = checkpoint_labels(ckpt)
+    if labels and "labels" not in over.get("data", {}):
+        over.setdefault("data", {})["labels"] = labels  # the head's order, not a re-sorted one
+    over["out"] = out or f"{str(ckpt).rstrip('/')}-compressed"
+    apply_flags(over, compress_flags)
+    r = recipe_mod.load(recipe, over)
+
+    from .distributed import finish
+    from .pipeline import build as run_build
+
+    try:
+        summary = run_build(r, force=force)
+    finally:
+        finish()
+    if summary is not None:
+        echo_summary(summary, r.out)
 
 
 @main.command()

@@ -78,6 +78,13 @@ def load_classifier(source: str, labels: list[str], trust_remote_code: bool = Fa
     if config.model_type not in SUPPORTED_MODEL_TYPES:
         raise UsageError(f"{source}: model_type {config.model_type!r} is not supported (supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
     id2label = {i: l for i, l in enumerate(labels)}
+    from .compress.prune import is_pruned, load_pruned
+
+    if is_pruned(config):  # heads/neurons were sliced away: from_pretrained would mis-shape the layers
+        have = [config.id2label[i] for i in sorted(config.id2label)]
+        if [str(x) for x in have] != [str(x) for x in labels]:
+            raise UsageError(f"{source}: a pruned checkpoint keeps its head; its labels {have} differ from {labels}")
+        return load_pruned(source, config)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             source,

@@ -47,6 +47,8 @@ def gate_for(precision: str, p) -> dict:
     """Thresholds for an artifact of `precision`, from the recipe's [parity] section."""
     if precision == "fp32":
         vs_ref = {"max_abs": p.fp32_max_abs, "min_cosine": p.fp32_min_cosine}
+    elif precision == "fp16":
+        vs_ref = {"max_abs": p.fp16_max_abs, "min_cosine": p.fp16_min_cosine, "min_top1": p.fp16_min_top1}
     else:
         vs_ref = {"min_cosine": p.int8_min_cosine, "min_top1": p.int8_min_top1}
     return {"vs_reference": vs_ref,

@@ -149,7 +149,7 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
     from . import model as model_mod
     from . import parity as parity_mod
     from . import report
-    from .compress.truncate import select_layers, truncate
+    from .compress.stage import make_student, wants_student
     from .distributed import is_main
     from .finetune import evaluate, predict_logits, train
     from .package import golden_payload, versions, write_bundle
@@ -182,20 +182,16 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
     # Reference outputs are computed where the original was trained, then moved to the CPU for export.
     original.to("cpu").eval()
 
-    # 2. The student: N layers of the original, fine-tuned on the task.
-    st_res = None
-    if r.student.num_layers and r.student.num_layers < total_layers or r.student.layers:
-        keep = select_layers(total_layers, r.student.num_layers, r.student.layer_selection, r.student.layers)
-        stages.start("truncate + fine-tune student", f"layers {keep} of {total_layers}")
-        student = truncate(original, keep)
-        st_res = train(student, data.train, data.validation, encoder, _train_config(r, "student"), work / "student", "student")
-        _save_tokenizer(source, work / "student", r)
-        student.to("cpu").eval()
-        stages.end(layers=keep, val_accuracy=st_res.best_accuracy, params=count_params(student),
-                   device=st_res.device, precision=st_res.precision, examples_per_s=round(st_res.examples_per_s, 1))
-        shipped, shipped_name = student, "student"
+    # 2. The student: truncate → prune → distil/recover → sparsity → vocab (toolchain.compress.stage).
+    st_res, ship_tok, compression = None, tok_file, None
+    if wants_student(r, total_layers):
+        stu = make_student(r, original, data, encoder, tok_file, work, source, stages, orig_acc)
+        shipped, shipped_name, st_res, ship_tok = stu.model, "student", stu.train_result, stu.tokenizer_file
+        compression = {"stages": stu.rows, "facts": stu.facts}
     else:
         shipped, shipped_name = original, "original"
+    # A vocabulary-pruned student reads other ids than the original: each gets its own tokenizer.
+    ship_encoder = encoder if ship_tok == tok_file else TextEncoder(ship_tok, r.train.max_seq_len)
 
     # Training is over on every process: from here the main process works alone (export, parity,
     # package) and the others wait for it (see distributed.Handover). Distillation may have taken the
@@ -212,6 +208,9 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
     for tname in r.export.targets:
         target = targets.get(tname)
         for prec in r.export.precisions:
+            if prec == "fp16" and tname != "onnx":  # fp16 weights exist for ONNX only (targets/fp16.py)
+                print(f"[toolformer] export {tname} fp16: skipped (fp16 weights are offered for onnx only)", flush=True)
+                continue
             path = art_dir / f"model-{tname}-{prec}{target.suffix}"
             stages.start(f"export {tname} {prec}", path.name)
             cfg = target.config_type(precision=prec, max_batch=r.export.max_batch, max_seq_len=r.train.max_seq_len,
@@ -227,8 +226,10 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
     stages.start("parity", f"{len(exported)} artifacts on validation text")
     p = r.parity
     sets = parity_mod.parity_batches(data.validation, tok_file, r.train.max_seq_len, p.seq_lens, p.batch_size, p.num_examples)
+    orig_sets, sets = sets, (sets if ship_tok == tok_file else parity_mod.parity_batches(
+        data.validation, ship_tok, r.train.max_seq_len, p.seq_lens, p.batch_size, p.num_examples))
     src_logits = parity_mod.reference_outputs(shipped, sets)
-    orig_logits = src_logits if shipped is original else parity_mod.reference_outputs(original, sets)
+    orig_logits = src_logits if shipped is original else parity_mod.reference_outputs(original, orig_sets)
     results = []
     for art in exported:
         backend = open_backend(art["path"], art["format"])
@@ -246,15 +247,15 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
     stages.start("latency", f"batch 1, {r.train.max_seq_len} tokens, original + {len(exported)} artifacts")
     from .bench import build_latency
 
-    latency = build_latency(original, exported, tok_file, tok_file, data.validation.texts, r.train.max_seq_len)
+    latency = build_latency(original, exported, tok_file, ship_tok, data.validation.texts, r.train.max_seq_len)
     stages.end()
 
     # 5. Golden I/O and the bundle.
     stages.start("package", "bundle/")
     g = min(p.golden_size, len(data.validation))
     g_texts, g_labels = data.validation.texts[:g], data.validation.labels[:g]
-    g_arrays = encoder.encode(g_texts)
-    g_orig = parity_mod.torch_logits(original, g_arrays)
+    g_arrays = ship_encoder.encode(g_texts)
+    g_orig = parity_mod.torch_logits(original, encoder.encode(g_texts))
     refs = {"original": g_orig}
     if shipped is not original:
         refs[shipped_name] = parity_mod.torch_logits(shipped, g_arrays)
@@ -262,7 +263,7 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
     golden = golden_payload(g_texts, g_labels, g_arrays, g_orig, refs, art_logits, data.labels)
     test_acc = None
     if data.test is not None:
-        test_acc = float(evaluate(shipped, data.test, encoder, r.train.eval_batch_size))
+        test_acc = float(evaluate(shipped, data.test, ship_encoder, r.train.eval_batch_size))
     summary = {
         "passed": passed,
         "labels": data.labels,
@@ -271,7 +272,7 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
         "original": {"source": source, "val_accuracy": orig_acc, "params": count_params(original),
                      "layers": total_layers, "train": orig_res.to_dict() if orig_res else None},
         "shipped": {"model": shipped_name, "params": count_params(shipped), "layers": shipped.config.num_hidden_layers,
-                    "val_accuracy": evaluate(shipped, data.validation, encoder, r.train.eval_batch_size), "test_accuracy": test_acc},
+                    "val_accuracy": evaluate(shipped, data.validation, ship_encoder, r.train.eval_batch_size), "test_accuracy": test_acc},
         "artifacts": results,
         "latency": latency,
         "stages": stages.rows,
@@ -284,13 +285,25 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
     plot = report.write_accuracy_latency_plot(summary, work / "accuracy_latency.png")
     summary["plot"] = plot.name if plot else None
     report.write_markdown(summary, report_file)
+    extra = {"report.md": report_file, "recipe.toml": work / "recipe.toml", **({plot.name: plot} if plot else {})}
+    if compression is not None:
+        from .compress import report as compress_report
+
+        summary["compression"] = compression
+        extra.update({f.name: f for f in compress_report.write(compression, work)})
     if passed:
-        write_bundle(work / "bundle", artifacts=[{k: v for k, v in a.items()} for a in exported], tokenizer_file=tok_file,
+        write_bundle(work / "bundle", artifacts=[{k: v for k, v in a.items()} for a in exported], tokenizer_file=ship_tok,
                      labels=data.labels, max_seq_len=r.train.max_seq_len, pair=data.pair, golden=golden,
-                     extra_files={"report.md": report_file, "recipe.toml": work / "recipe.toml", **({plot.name: plot} if plot else {})},
+                     extra_files=extra,
                      info={"versions": summary["versions"], "recipe_sha256": summary["recipe_sha256"], "training": summary["training"],
                            "model": {"original": source, "shipped": shipped_name, "layers": summary["shipped"]["layers"],
                                      "params": summary["shipped"]["params"]}})
+        if r.compress.archive:  # one compressed file; runtime_py.load / verify unpack it transparently
+            from runtime_py.archive import pack
+
+            arc = pack(work / "bundle", work / f"bundle.tar.{r.compress.archive}")
+            summary["archive"] = {"file": arc.name, "bytes": arc.stat().st_size,
+                                  "bundle_bytes": sum(f.stat().st_size for f in (work / "bundle").iterdir())}
     stages.end()
     (work / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary

@@ -72,7 +72,7 @@ class StudentSection:
 @dataclass(frozen=True)
 class ExportSection:
     targets: list = _f(["executorch", "onnx"], "Targets to lower to: executorch, onnx.")
-    precisions: list = _f(["fp32"], "Precisions per target: fp32 (int8 where supported).")
+    precisions: list = _f(["fp32"], "Precisions per target: fp32, fp16 (weights stored fp16; ONNX), int8 where supported.")
     max_batch: int = _f(64, "Upper bound of the dynamic batch dimension.")
     opset: int = _f(18, "ONNX opset.")
 
@@ -89,12 +89,61 @@ class ParitySection:
     batch_size: int = _f(16, "Batch size for parity runs (>1 exercises padding).")
     num_examples: int = _f(256, "Validation rows used for parity (0 = all).")
     golden_size: int = _f(16, "Golden examples stored in the bundle for `verify`.")
+    # fp16 weights round each value to ~3 significant digits: logits move by ~1e-3, far above fp32's
+    # 1e-4 gate but far below anything that changes a prediction.
+    fp16_max_abs: float = _f(2e-2, "fp16-weight artifact vs its PyTorch source: max-abs logit error.")
+    fp16_min_cosine: float = _f(0.9995, "fp16-weight artifact vs its PyTorch source: minimum cosine of logits.")
+    fp16_min_top1: float = _f(0.99, "fp16-weight artifact vs its PyTorch source: top-1 agreement.")
     # arm64 (`verify --arm64`) vs the build machine's logits of the same artifact: NEON and AVX kernels
     # sum in another order (~1e-6 on MiniLM); a wrong kernel moves logits by 1e-2 or more.
     arm64_fp32_max_abs: float = _f(1e-4, "fp32 artifact on arm64 vs on the build machine: max-abs logit drift.")
     arm64_fp32_min_cosine: float = _f(0.99999, "fp32 artifact on arm64 vs on the build machine: minimum cosine.")
     arm64_lowp_min_cosine: float = _f(0.99, "int8/fp16 artifact on arm64 vs on the build machine: minimum cosine.")
     arm64_lowp_min_top1: float = _f(0.9, "int8/fp16 artifact on arm64 vs on the build machine: top-1 agreement.")
+
+
+@dataclass(frozen=True)
+class CompressSection:
+    distill: bool = _f(True, "Distil the student from the original (soft logits + task loss) instead of plain fine-tuning.")
+    temperature: float = _f(2.0, "Distillation temperature (softens both distributions; the KL term is scaled by T^2).")
+    alpha: float = _f(0.5, "Weight of the teacher's soft loss; 1 - alpha weights the task (label) loss.")
+    hidden_weight: float = _f(0.0, "Weight of hidden-state MSE between mapped layers (TinyBERT-style; runs the teacher every step).")
+    attention_weight: float = _f(0.0, "Weight of attention-map MSE between mapped layers and kept heads (eager attention).")
+    layer_map: str = _f("uniform", "Student→teacher layer map: uniform (j → (j+1)·T/S−1) | kept (the layer it was copied from).")
+    prune_heads: float = _f(0.0, "Attention heads removed per layer: fraction in [0, 1) or a whole count >= 1.")
+    prune_ffn: float = _f(0.0, "FFN intermediate neurons removed per layer: fraction in [0, 1) or a whole count >= 1.")
+    prune_importance: str = _f("gradient", "Ranking for heads/neurons: gradient (Michel et al., 2019) | magnitude.")
+    importance_batches: int = _f(16, "Training batches used to estimate gradient importance.")
+    prune_steps: int = _f(1, "Iterative schedule: reach the pruning target in this many steps, recovering in between.")
+    recovery_epochs: float = _f(1.0, "Epochs of (distilled) recovery training between iterative pruning steps.")
+    sparsity: float = _f(0.0, "Unstructured magnitude sparsity of the encoder's Linear weights, kept as real zeros.")
+    sparsity_scope: str = _f("global", "Sparsity threshold: global (one for all Linears) | layer (the same fraction each).")
+    prune_vocab: bool = _f(False, "Keep only the token ids the training corpus uses; ships a matching tokenizer.json.")
+    vocab_min_count: int = _f(1, "Corpus occurrences a token needs to keep its embedding row.")
+    vocab_keep_chars: bool = _f(False, "Also keep single-character pieces, so unseen words spell out instead of becoming [UNK].")
+    vocab_extra_files: list = _f([], "More text files (same text columns as the data) whose tokens are kept too, e.g. the full train set.")
+    archive: str = _f("", "Also write the bundle as one archive: '' (no) | zst | gz (OUT/bundle.tar.zst or .tar.gz).")
+
+    def __post_init__(self):
+        checks = [
+            (self.temperature > 0, "compress.temperature must be > 0"),
+            (0.0 <= self.alpha <= 1.0, "compress.alpha must be in [0, 1]"),
+            (self.hidden_weight >= 0 and self.attention_weight >= 0, "compress.hidden_weight and attention_weight must be >= 0"),
+            (self.layer_map in ("uniform", "kept"), f"compress.layer_map must be uniform or kept, got {self.layer_map!r}"),
+            (all(v >= 0 and (v < 1 or v == int(v)) for v in (self.prune_heads, self.prune_ffn)),
+             "compress.prune_heads / prune_ffn must be a fraction in [0, 1) or a whole count >= 1"),
+            (self.prune_importance in ("gradient", "magnitude"), f"compress.prune_importance must be gradient or magnitude, got {self.prune_importance!r}"),
+            (self.importance_batches >= 1, "compress.importance_batches must be >= 1"),
+            (self.prune_steps >= 1, "compress.prune_steps must be >= 1"),
+            (self.recovery_epochs > 0, "compress.recovery_epochs must be > 0"),
+            (0.0 <= self.sparsity < 1.0, "compress.sparsity must be in [0, 1)"),
+            (self.sparsity_scope in ("global", "layer"), f"compress.sparsity_scope must be global or layer, got {self.sparsity_scope!r}"),
+            (self.vocab_min_count >= 1, "compress.vocab_min_count must be >= 1"),
+            (self.archive in ("", "zst", "gz"), f"compress.archive must be '', zst or gz, got {self.archive!r}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise UsageError(f"recipe: {msg}")
 
 
 @dataclass(frozen=True)
@@ -106,6 +155,7 @@ class Recipe:
     student: StudentSection = field(default_factory=StudentSection)
     export: ExportSection = field(default_factory=ExportSection)
     parity: ParitySection = field(default_factory=ParitySection)
+    compress: CompressSection = field(default_factory=CompressSection)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -119,6 +169,7 @@ SECTIONS = {f.name: f.type for f in dataclasses.fields(Recipe) if f.name != "out
 _SECTION_TYPES = {
     "model": ModelSection, "data": DataSection, "train": TrainSection,
     "student": StudentSection, "export": ExportSection, "parity": ParitySection,
+    "compress": CompressSection,
 }
 # Fields that accept a single value where a list is declared ("text_column = 'sentence'").
 _LIST_FIELDS_ACCEPT_SCALAR = {"text_column", "text_pair_column", "label_column", "targets", "precisions", "layers"}
@@ -194,8 +245,8 @@ def _check_ranges(r: Recipe) -> None:
         (r.train.precision in ("auto", "fp32", "bf16", "fp16"), f"train.precision must be auto, fp32, bf16 or fp16, got {r.train.precision!r}"),
         (all(t in ("executorch", "onnx") for t in r.export.targets) and r.export.targets,
          f"export.targets must be a non-empty subset of executorch, onnx; got {r.export.targets}"),
-        (all(p in ("fp32", "int8") for p in r.export.precisions) and r.export.precisions,
-         f"export.precisions must be a non-empty subset of fp32, int8; got {r.export.precisions}"),
+        (all(p in ("fp32", "fp16", "int8") for p in r.export.precisions) and r.export.precisions,
+         f"export.precisions must be a non-empty subset of fp32, fp16, int8; got {r.export.precisions}"),
         (r.parity.batch_size > 1, "parity.batch_size must be > 1 (padding must be exercised)"),
         (r.parity.golden_size >= 2, "parity.golden_size must be >= 2"),
         (r.export.max_batch >= 2, "export.max_batch must be >= 2"),

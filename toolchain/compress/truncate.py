@@ -44,6 +44,15 @@ def truncate(model, keep: list[int]):
     old = student.bert.encoder.layer
     student.bert.encoder.layer = torch.nn.ModuleList([old[i] for i in keep])
     student.config.num_hidden_layers = len(keep)
+    # Which original layer each student layer came from: distillation maps layers with it, and
+    # pruned checkpoints reload their shapes from the same record (see compress.prune).
+    from .prune import get_structure, set_structure
+
+    st = get_structure(model)
+    st["layers"] = [st["layers"][i] for i in keep]
+    st["heads"] = [st["heads"][i] for i in keep]
+    st["intermediate"] = [st["intermediate"][i] for i in keep]
+    set_structure(student, st)
     for new_idx, layer in enumerate(student.bert.encoder.layer):
         for mod in layer.modules():
             if hasattr(mod, "layer_idx"):

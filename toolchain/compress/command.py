@@ -1,0 +1,77 @@
+"""Compression flags shared by `toolformer build` and `toolformer compress`, and the compress run.
+
+Only click is imported at module level so `toolformer --help` stays fast.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+_FLAGS = [
+    click.option("--prune-heads", type=float, metavar="FRACTION", help="Attention heads removed per layer (fraction < 1, or a count)."),
+    click.option("--prune-ffn", type=float, metavar="FRACTION", help="FFN neurons removed per layer (fraction < 1, or a count)."),
+    click.option("--prune-importance", type=click.Choice(["gradient", "magnitude"]), help="How heads/neurons are ranked."),
+    click.option("--prune-steps", type=int, help="Iterative pruning: steps to reach the target, recovering in between."),
+    click.option("--sparsity", type=float, metavar="FRACTION", help="Unstructured magnitude sparsity of encoder weights (real zeros)."),
+    click.option("--prune-vocab/--no-prune-vocab", default=None, help="Keep only the token ids the training corpus uses."),
+    click.option("--distill/--no-distill", default=None, help="Distil the student from the original (default on)."),
+    click.option("--archive", type=click.Choice(["zst", "gz"]), help="Also write OUT/bundle.tar.zst (or .tar.gz)."),
+]
+_KEYS = {"prune_heads": "prune_heads", "prune_ffn": "prune_ffn", "prune_importance": "prune_importance",
+         "prune_steps": "prune_steps", "sparsity": "sparsity", "prune_vocab": "prune_vocab", "distill": "distill",
+         "archive": "archive"}
+
+
+def compress_options(fn):
+    """Add the compression flags to a click command (they arrive as keyword arguments)."""
+    for opt in reversed(_FLAGS):
+        fn = opt(fn)
+    return fn
+
+
+def apply_flags(over: dict, kw: dict) -> dict:
+    """Put the flags that were given into the [compress] overrides (flags beat the recipe)."""
+    for name, key in _KEYS.items():
+        if kw.get(name) is not None:
+            over.setdefault("compress", {})[key] = kw[name]
+    return over
+
+
+def find_recipe(checkpoint: Path) -> Path | None:
+    """The recipe a checkpoint was trained with (`finetune` writes OUT/recipe.toml; `build` writes it one level up)."""
+    for cand in (checkpoint / "recipe.toml", checkpoint.parent / "recipe.toml"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def checkpoint_labels(checkpoint: Path) -> list | None:
+    """Label order of a fine-tuned checkpoint's head (config id2label), unless it is the generic LABEL_i."""
+    import json
+
+    try:
+        cfg = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    id2 = cfg.get("id2label") or {}
+    labels = [id2[k] for k in sorted(id2, key=lambda k: int(k))]
+    if not labels or all(l == f"LABEL_{i}" for i, l in enumerate(labels)):
+        return None
+    return labels
+
+
+def echo_summary(summary: dict, out: str) -> None:
+    """Print the stages of the compression report and each artifact's parity verdict."""
+    comp = summary.get("compression") or {}
+    for row in comp.get("stages", []):
+        acc = row.get("val_accuracy")
+        click.echo(f"{row['stage']:<10} layers {row['layers']}  heads {sum(row['heads']):>3}  ffn {sum(row['ffn']):>6}  "
+                   f"vocab {row['vocab']:>6}  params {row['params']:>11,}  {row['fp32_bytes'] / 1e6:7.2f} MB  "
+                   f"zstd {row['zstd_bytes'] / 1e6:7.2f} MB  val accuracy {acc if acc is None else f'{acc:.4f}'}")
+    for a in summary["artifacts"]:
+        click.echo(f"{a['artifact']:<16} accuracy {a['accuracy']:.4f}  max-abs vs source {a['vs_reference']['max_abs']:.2e}  "
+                   f"top-1 vs original {a['vs_original']['top1_agreement']:.3f}  {'PASS' if a['passed'] else 'FAIL'}")
+    if summary.get("archive"):
+        click.echo(f"archive: {Path(out) / summary['archive']['file']} ({summary['archive']['bytes'] / 1e6:.2f} MB)")
+    click.echo(f"student: {Path(out) / 'student'}\nreport: {Path(out) / 'compression.md'}\nbundle: {Path(out) / 'bundle'}")
