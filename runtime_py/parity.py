@@ -49,3 +49,28 @@ def check(metrics: dict, gate: dict) -> list[str]:
         if isinstance(v, float) and np.isnan(v) and k != "accuracy":
             reasons.append(f"{k} is NaN")
     return reasons
+
+
+# The loosest artifact-vs-source gate `verify` accepts per precision, whatever a manifest says: the
+# manifest is the one file its own checksums cannot cover, so loosening its gates must not let a
+# perturbed artifact pass. The recipe refuses looser [parity] values, so builds stay within them too.
+GATE_LIMITS = {
+    "fp32": {"max_abs": 1e-3, "min_cosine": 0.9999},
+    "fp16": {"max_abs": 0.1, "min_cosine": 0.999, "min_top1": 0.95},
+    "int8": {"min_cosine": 0.9, "min_top1": 0.8},
+}
+
+
+def bounded_gate(precision: str, gate: dict | None) -> dict:
+    """`gate` with every threshold made at least as strict as GATE_LIMITS[precision] (missing keys take the limit)."""
+    limits = GATE_LIMITS.get(precision, GATE_LIMITS["int8"])
+    out = {}
+    for k, v in {**limits, **(gate or {})}.items():
+        lim = limits.get(k)
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            v = lim
+        if lim is not None:
+            v = min(v, lim) if k.startswith("max_") else max(v, lim)
+        if v is not None:
+            out[k] = v
+    return out

@@ -1,6 +1,7 @@
 """Tokenization exactly as the bundle prescribes, through the `tokenizers` library (no torch)."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -30,6 +31,9 @@ class TextEncoder:
         # Pad to the longest sequence of each batch: the artifacts take a dynamic sequence length.
         self.tokenizer.enable_truncation(max_length=self.max_seq_len)
         self.tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)
+        # `pad_to` switches the shared tokenizer's padding for one call: a lock keeps a concurrent call
+        # from seeing that switch, so one Model can be used from several threads.
+        self._lock = threading.Lock()
 
     @staticmethod
     def _normalise(texts: Sequence[Text]) -> list:
@@ -50,13 +54,14 @@ class TextEncoder:
         texts = self._normalise(texts)
         if not texts:
             raise ValueError("no texts to encode")
-        if pad_to is not None:
-            self.tokenizer.enable_padding(pad_id=self.pad_id, length=int(pad_to))
-        try:
-            encs = self.tokenizer.encode_batch(texts)
-        finally:
+        with self._lock:
             if pad_to is not None:
-                self.tokenizer.enable_padding(pad_id=self.pad_id)
+                self.tokenizer.enable_padding(pad_id=self.pad_id, length=int(pad_to))
+            try:
+                encs = self.tokenizer.encode_batch(texts)
+            finally:
+                if pad_to is not None:
+                    self.tokenizer.enable_padding(pad_id=self.pad_id)
         return {
             "input_ids": np.asarray([e.ids for e in encs], dtype=np.int64),
             "attention_mask": np.asarray([e.attention_mask for e in encs], dtype=np.int64),

@@ -19,13 +19,20 @@ def _golden_texts(golden: dict) -> list:
 def verify_bundle(bundle: str | Path, only: list[str] | None = None, threads: int | None = None) -> dict:
     """Verify a bundle; returns {"passed": bool, "artifacts": [...], "problems": [...]}.
 
-    Raises BundleError when the bundle itself is unreadable or its checksums do not match.
+    A checksum mismatch is a failed check (passed False, nothing run); BundleError means the bundle
+    is unreadable. Besides checksums, every file must agree with the others, so a tampered file
+    whose checksum was recomputed still fails: artifacts against the golden outputs (within gates
+    no looser than parity.GATE_LIMITS), the tokenizer against the golden ids, the label order
+    against golden.json and labels.json, and the golden outputs against one another.
     """
     from . import resolve_bundle
 
     bundle = resolve_bundle(bundle)
     manifest = read_manifest(bundle)
-    verify_checksums(bundle, manifest)
+    try:
+        verify_checksums(bundle, manifest)
+    except BundleError as e:
+        return {"bundle": str(bundle), "passed": False, "artifacts": [], "problems": [f"checksums: {e}"]}
     golden_file = manifest.get("golden", {}).get("file")
     if not golden_file:
         raise BundleError(f"{bundle}: manifest names no golden file")
@@ -48,6 +55,7 @@ def verify_bundle(bundle: str | Path, only: list[str] | None = None, threads: in
     original_pred = golden["original_predictions"]
     if [labels[i] for i in original.argmax(1)] != original_pred:
         problems.append("labels: the manifest's label order does not match the golden predictions")
+    problems += _consistency(bundle, manifest, golden, labels, original)
 
     results = []
     for art in manifest["artifacts"]:
@@ -66,17 +74,27 @@ def verify_bundle(bundle: str | Path, only: list[str] | None = None, threads: in
         if logits.shape != (len(texts), len(labels)):
             row["reasons"].append(f"output shape {logits.shape} != ({len(texts)}, {len(labels)})")
         else:
-            reference = np.asarray(golden["reference_logits"][art["source"]], dtype=np.float32)
-            vs_ref = parity.compare(logits, reference)
+            gate = art.get("gate") or {}
+            ref_gate = parity.bounded_gate(art.get("precision", ""), gate.get("vs_reference"))
+            reference = golden.get("reference_logits", {}).get(art.get("source"))
+            if reference is None or np.asarray(reference).shape != logits.shape:
+                row["reasons"].append(f"golden.json has no reference logits of shape {logits.shape} for source {art.get('source')!r}")
+                reference = np.full_like(logits, np.nan)
+            vs_ref = parity.compare(logits, np.asarray(reference, dtype=np.float32))
             vs_orig = parity.compare(logits, original)
             pred = [labels[i] for i in logits.argmax(1)]
             agree = float(np.mean([p == o for p, o in zip(pred, original_pred)]))
             row.update({"vs_reference": vs_ref, "vs_original": vs_orig, "label_agreement_vs_original": agree})
-            row["reasons"] += parity.check(vs_ref, art["gate"]["vs_reference"])
-            row["reasons"] += parity.check({"top1_agreement": agree}, {"min_top1": art["gate"]["vs_original"]["min_top1"]})
+            row["reasons"] += parity.check(vs_ref, ref_gate)
+            row["reasons"] += parity.check({"top1_agreement": agree}, {"min_top1": (gate.get("vs_original") or {}).get("min_top1", 0.0)})
             built = golden.get("artifact_logits", {}).get(art["file"])
             if built is not None:  # drift from the build machine (another CPU, another runtime build)
                 row["vs_build_time"] = parity.compare(logits, np.asarray(built, dtype=np.float32))
+                # The same artifact on another machine stays well inside its source gate; further off,
+                # either the artifact or the golden file was changed after the build.
+                row["reasons"] += [f"vs its build-time outputs: {r}" for r in parity.check(row["vs_build_time"], ref_gate)]
+            else:
+                row["reasons"].append("golden.json has no build-time outputs of this artifact")
         row["reasons"] += problems
         row["passed"] = not row["reasons"]
         results.append(row)
@@ -84,6 +102,29 @@ def verify_bundle(bundle: str | Path, only: list[str] | None = None, threads: in
         raise BundleError(f"no artifact matches {only}; the bundle has {[artifact_key(a) for a in manifest['artifacts']]}")
     passed = bool(results) and all(r["passed"] for r in results) and not problems
     return {"bundle": str(bundle), "passed": passed, "artifacts": results, "problems": problems}
+
+
+def _consistency(bundle: Path, manifest: dict, golden: dict, labels: list, original: np.ndarray) -> list[str]:
+    """Cross-checks between files that are each checksummed but written from the same build."""
+    problems = []
+    order = golden.get("label_order")
+    if order is not None and [str(x) for x in order] != [str(x) for x in labels]:
+        problems.append(f"labels: the manifest's label order {labels} differs from the one the golden outputs were made with {order}")
+    lab_file = bundle / "labels.json"
+    if lab_file.is_file():
+        try:
+            on_disk = json.loads(lab_file.read_text(encoding="utf-8"))
+        except ValueError:
+            on_disk = None
+        if on_disk != labels:
+            problems.append("labels: labels.json differs from the manifest's labels")
+    ref_orig = golden.get("reference_logits", {}).get("original")
+    if ref_orig is not None and not np.array_equal(np.asarray(ref_orig, dtype=np.float32), original):
+        problems.append("golden: original_logits differ from reference_logits['original'] (written from the same model)")
+    n = len(golden.get("texts", []))
+    if any(len(golden.get(k, [])) != n for k in ("labels", "original_predictions", "original_logits")):
+        problems.append("golden: texts, labels and original outputs have different lengths")
+    return problems
 
 
 def format_table(report: dict) -> str:

@@ -30,7 +30,7 @@ def handle_errors(fn):
         except BundleError as e:
             _fail(str(e), 2)
         except KeyboardInterrupt:
-            _fail("interrupted", 130)
+            _fail("interrupted (an interrupted build continues with `toolformer build --resume` and the same arguments)", 130)
         except MemoryError:
             _fail("out of memory; lower train.batch_size or train.max_seq_len", 1)
 
@@ -67,10 +67,15 @@ def _columns(value):
 @click.option("--device", help="Where training runs: auto (CUDA when present), cpu, cuda or cuda:N.")
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any recipe key (repeatable).")
 @click.option("--force", is_flag=True, help="Replace an existing output directory once the new build is complete.")
+@click.option("--trust-remote-code", is_flag=True, default=None,
+              help="Let a checkpoint's own Python code (config auto_map) run; off by default.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted build (same recipe and flags) from .OUT.partial: finished stages are "
+                   "reused, fine-tuning restarts from its last epoch checkpoint.")
 @compress_options
 @handle_errors
 def build(recipe, model, train_file, validation, test, text_column, text_pair_column, label_column,
-          num_layers, epochs, max_seq_len, out, device, sets, force, **compress_flags):
+          num_layers, epochs, max_seq_len, out, device, sets, force, trust_remote_code, resume, **compress_flags):
     """Fine-tune, truncate, export, check parity and write OUT/bundle.
 
     With no arguments: the embedded model on the sample data in samples/.
@@ -84,6 +89,7 @@ def build(recipe, model, train_file, validation, test, text_column, text_pair_co
         ("data", "test"): test, ("data", "text_column"): _columns(text_column),
         ("data", "text_pair_column"): _columns(text_pair_column), ("data", "label_column"): _columns(label_column),
         ("student", "num_layers"): num_layers, ("train", "max_seq_len"): max_seq_len, ("train", "device"): device,
+        ("model", "trust_remote_code"): trust_remote_code,
     }
     for (sec, key), val in flags.items():
         if val is not None:
@@ -101,7 +107,7 @@ def build(recipe, model, train_file, validation, test, text_column, text_pair_co
     from .distributed import finish
 
     try:
-        summary = run_build(r, force=force)
+        summary = run_build(r, force=force, resume=resume)
     finally:
         finish()
     if summary is None:  # a non-main process of a multi-process launch: the main one reports

@@ -67,7 +67,8 @@ def read_table(path: str | Path) -> tuple[list[dict], list[str]]:
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise UsageError(f"{path}: not UTF-8 text (byte {e.start}); re-save it as UTF-8") from None
+        line = e.object[:e.start].count(b"\n") + 1
+        raise UsageError(f"{path}: not UTF-8 text (line {line}, byte {e.start}); re-save it as UTF-8") from None
     except OSError as e:
         raise UsageError(f"{path}: cannot read ({e.strerror})") from None
     if fmt == "jsonl":
@@ -81,7 +82,9 @@ def read_table(path: str | Path) -> tuple[list[dict], list[str]]:
                 raise UsageError(f"{path}:{n}: not a JSON object per line ({e.msg})") from None
             if not isinstance(obj, dict):
                 raise UsageError(f"{path}:{n}: each line must be a JSON object")
-            rows.append({str(k): ("" if v is None else v if isinstance(v, str) else json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in obj.items()})
+            # Scalars become strings; lists and objects stay as parsed so that _read_split refuses them
+            # as a text or a label instead of training on their JSON spelling.
+            rows.append({str(k): ("" if v is None else v if isinstance(v, (str, list, dict)) else str(v)) for k, v in obj.items()})
         columns = list(dict.fromkeys(k for r in rows for k in r))
         return rows, columns
     delim = "\t" if fmt == "tsv" else ","
@@ -96,6 +99,10 @@ def read_table(path: str | Path) -> tuple[list[dict], list[str]]:
     if len(header) == 1 and other in header[0]:
         kind = "comma" if other == "," else "tab"
         raise UsageError(f"{path}: looks {kind}-separated but is named {path.suffix}; rename it or fix the delimiter")
+    if len(header) == 1:
+        stray = next((d for d in (";", "|") if d in header[0]), None)
+        if stray:
+            raise UsageError(f"{path}: header {header[0]!r} looks {stray!r}-separated; use ',' (.csv) or tab (.tsv) as the delimiter")
     rows = []
     for n, rec in enumerate(reader, 2):
         if not rec or all(not c.strip() for c in rec):
@@ -122,22 +129,34 @@ def _read_split(path: Path, name: str, cfg) -> tuple[list, list[str]]:
     pcol = _pick(columns, cfg.text_pair_column, path, "text pair") if cfg.text_pair_column else None
     lcol = _pick(columns, cfg.label_column, path, "label")
     texts, labels = [], []
-    for n, r in enumerate(rows, 2):
-        a = r.get(tcol, "")
-        if not isinstance(a, str) or not a.strip():
-            raise UsageError(f"{path}: row {n}: column '{tcol}' is empty; remove the row or fill it in")
+    for n, r in enumerate(rows, 1 if path.suffix.lower() in (".jsonl", ".ndjson", ".json") else 2):
+        a = _text_cell(r.get(tcol, ""), path, n, tcol)
         if pcol:
-            b = r.get(pcol, "")
-            if not isinstance(b, str) or not b.strip():
-                raise UsageError(f"{path}: row {n}: column '{pcol}' is empty; remove the row or fill it in")
-            texts.append((a.strip(), b.strip()))
+            texts.append((a, _text_cell(r.get(pcol, ""), path, n, pcol)))
         else:
-            texts.append(a.strip())
-        lab = str(r.get(lcol, "")).strip()
+            texts.append(a)
+        lab = r.get(lcol, "")
+        if not isinstance(lab, str):
+            raise UsageError(f"{path}: row {n}: label column '{lcol}' holds a JSON {type(lab).__name__}; labels must be strings or integers")
+        lab = lab.strip()
         if not lab:
             raise UsageError(f"{path}: row {n}: label column '{lcol}' is empty")
         labels.append(lab)
+    # A label column with (almost) one value per row is a text column picked by mistake.
+    distinct = len(set(labels))
+    if distinct >= 20 and distinct > 0.9 * len(labels):
+        raise UsageError(f"{path}: label column '{lcol}' has {distinct} distinct values in {len(labels)} rows; "
+                         f"it looks like text, not labels (check --label-column / --text-column)")
     return texts, labels
+
+
+def _text_cell(value, path: Path, n: int, col: str) -> str:
+    """A non-empty string cell; JSON numbers, lists or objects in a text column are refused, not stringified."""
+    if not isinstance(value, str):
+        raise UsageError(f"{path}: row {n}: column '{col}' holds a JSON {type(value).__name__} {json.dumps(value)[:40]}; text must be a string")
+    if not value or not value.strip():
+        raise UsageError(f"{path}: row {n}: column '{col}' is empty; remove the row or fill it in")
+    return value.strip()
 
 
 def _label_order(raw: list[str]) -> list[str]:
@@ -153,7 +172,8 @@ def _to_ids(raw: list[str], order: list[str], path: Path, name: str) -> list[int
     unknown = sorted(set(raw) - set(index))
     if unknown:
         shown = ", ".join(repr(u) for u in unknown[:5])
-        raise UsageError(f"{path}: {name} has label(s) {shown} not seen in training (known: {order})")
+        where = "not in data.labels" if name == "train" else "not seen in training"
+        raise UsageError(f"{path}: {name} has label(s) {shown} {where} (known: {order})")
     return [index[r] for r in raw]
 
 

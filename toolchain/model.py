@@ -20,7 +20,7 @@ def default_model_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 
-def resolve(path: str) -> str:
+def resolve(path: str, trust_remote_code: bool = False) -> str:
     """Validate a model source before anything is written; returns a directory path or hub id."""
     if not path:
         path = str(default_model_dir())
@@ -28,15 +28,15 @@ def resolve(path: str) -> str:
     if p.exists():
         if not p.is_dir():
             raise UsageError(f"{p}: a model must be a directory (config.json + safetensors weights)")
-        check_dir(p)
+        check_dir(p, trust_remote_code)
         return str(p)
     if path.count("/") == 1 and not path.startswith((".", "/")):
         return path  # a hub id: checked when loading (offline machines get a clear error then)
     raise UsageError(f"{p}: no such model directory")
 
 
-def check_dir(p: Path) -> dict:
-    """A usable HF directory: config.json of a supported type and safetensors weights (no pickles)."""
+def check_dir(p: Path, trust_remote_code: bool = False) -> dict:
+    """A usable HF directory: config.json of a supported type, safetensors weights (no pickles), no code unless trusted."""
     cfg_file = p / "config.json"
     if not cfg_file.is_file():
         raise UsageError(f"{p}: no config.json; not a Hugging Face model directory")
@@ -44,6 +44,16 @@ def check_dir(p: Path) -> dict:
         cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise UsageError(f"{cfg_file}: not valid JSON ({e})") from None
+    if not isinstance(cfg, dict):
+        raise UsageError(f"{cfg_file}: not a JSON object")
+    if not trust_remote_code:
+        # auto_map makes transformers import Python files shipped with the checkpoint: code from files.
+        for name in ("config.json", "tokenizer_config.json"):
+            f = p / name
+            meta = cfg if name == "config.json" else (_read_json(f) if f.is_file() else {})
+            if isinstance(meta, dict) and meta.get("auto_map"):
+                raise UsageError(f"{f}: auto_map {meta['auto_map']} asks to run code shipped with the model; "
+                                 "Toolformer never does unless you pass --trust-remote-code")
     mtype = cfg.get("model_type")
     if mtype not in SUPPORTED_MODEL_TYPES:
         raise UsageError(f"{p}: model_type {mtype!r} is not supported (supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
@@ -59,6 +69,18 @@ def check_dir(p: Path) -> dict:
     return cfg
 
 
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: not valid JSON ({e})") from None
+
+
+# Parameters a checkpoint may lack or hold in another shape: the task head is new (or has another
+# label count) and a pooler-less encoder gets a fresh pooler. Anything else must load as saved.
+_MAY_BE_NEW = ("classifier.", "bert.pooler.")
+
+
 def _quiet_transformers():
     from transformers.utils import logging as hf_logging
 
@@ -66,8 +88,12 @@ def _quiet_transformers():
     hf_logging.disable_progress_bar()
 
 
-def load_classifier(source: str, labels: list[str], trust_remote_code: bool = False):
-    """A sequence-classification model for `labels`; a new head when the checkpoint has none or another."""
+def load_classifier(source: str, labels: list[str], trust_remote_code: bool = False, require_head: bool = False):
+    """A sequence-classification model for `labels`; a new head when the checkpoint has none or another.
+
+    Weights the checkpoint lacks or holds in another shape (outside the head) are an error, never
+    a silent random re-initialisation; `require_head` also refuses a new head (train.skip).
+    """
     _quiet_transformers()
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
@@ -86,7 +112,7 @@ def load_classifier(source: str, labels: list[str], trust_remote_code: bool = Fa
             raise UsageError(f"{source}: a pruned checkpoint keeps its head; its labels {have} differ from {labels}")
         return load_pruned(source, config)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model, info = AutoModelForSequenceClassification.from_pretrained(
             source,
             num_labels=len(labels),
             id2label=id2label,
@@ -94,9 +120,21 @@ def load_classifier(source: str, labels: list[str], trust_remote_code: bool = Fa
             use_safetensors=True,
             trust_remote_code=trust_remote_code,
             ignore_mismatched_sizes=True,
+            output_loading_info=True,
         )
     except (OSError, ValueError) as e:
         raise UsageError(f"{source}: cannot load the weights ({str(e).splitlines()[0]})") from None
+    mismatched = [m[0] if isinstance(m, (tuple, list)) else str(m) for m in info.get("mismatched_keys", [])]
+    missing = list(info.get("missing_keys", []))
+    bad = [k for k in mismatched + missing if not k.startswith(_MAY_BE_NEW)]
+    if bad:
+        what = "a shape that disagrees with config.json" if set(bad) & set(mismatched) else "no value in the checkpoint"
+        raise UsageError(f"{source}: {len(bad)} weights have {what} (e.g. {bad[0]}); "
+                         "model.safetensors does not belong to this config.json")
+    new_head = [k for k in mismatched + missing if k.startswith("classifier.")]
+    if require_head and new_head:
+        raise UsageError(f"{source}: train.skip needs a fine-tuned classification head for {len(labels)} labels, "
+                         f"but {new_head[0]} is {'missing' if new_head[0] in missing else 'of another shape'}")
     return model
 
 

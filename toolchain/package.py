@@ -40,6 +40,8 @@ def golden_payload(texts: list, labels: list, arrays: dict, original: np.ndarray
     return {
         "texts": [list(t) if isinstance(t, tuple) else t for t in texts],
         "labels": [label_names[i] for i in labels],
+        # The head's label order the logits below are in: verify refuses a manifest that reorders it.
+        "label_order": list(label_names),
         "inputs": {k: v.tolist() for k, v in arrays.items()},
         "original_logits": original.tolist(),
         "original_predictions": [label_names[i] for i in original.argmax(1)],

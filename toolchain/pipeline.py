@@ -60,7 +60,7 @@ def preflight(r):
     from . import model as model_mod
     from .data import load_dataset
 
-    source = model_mod.resolve(r.model.path)
+    source = model_mod.resolve(r.model.path, r.model.trust_remote_code)
     cfg_path = Path(source) / "config.json"
     total_layers = None
     if cfg_path.is_file():
@@ -80,38 +80,39 @@ def _check_out(out: Path, force: bool) -> None:
         raise UsageError(f"{out}: output directory exists; pass --force to replace it (it stays until the new build is complete)")
 
 
-def _prepare_out(out: Path, force: bool) -> Path:
+def _prepare_out(out: Path, force: bool, key: str = "", resume: bool = False) -> Path:
+    """The staging dir `.OUT.partial`: fresh, or with `resume` the interrupted build of the same `key` (toolchain.staging)."""
+    from .staging import prepare
+
     _check_out(out, force)
-    staging = out.parent / f".{out.name}.partial"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    return staging
+    return prepare(out, key, resume)[0]
 
 
 def _commit(staging: Path, out: Path) -> None:
-    """Move the finished build into place, replacing an older one last."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        out.rename(old)
-        staging.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(out)
+    """Swap the finished build in for OUT atomically (OUT is absent or complete at every instant)."""
+    from .staging import commit
+
+    commit(staging, out)
 
 
-def build(r, force: bool = False) -> dict:
+def build(r, force: bool = False, resume: bool = False) -> dict:
     """Run the whole spine for recipe `r`; returns the summary written to OUT/summary.json.
 
     Under `accelerate launch` / `torchrun` every process calls this: all train, only the main one
-    writes OUT; the others return None once it has finished.
+    writes OUT; the others return None once it has finished. With `resume`, the staging directory
+    of an interrupted build of the same recipe and data is continued: complete stages are reused
+    and fine-tuning restarts from its last epoch checkpoint.
     """
     from . import distributed as dist
+    from .staging import build_key
 
     out = Path(r.out)
+    # Bad input is refused before torch/accelerate are even imported (fast, and nothing written).
     source, data, total_layers = preflight(r)
     _check_out(out, force)  # on every process, so a refusal ends them all alike
     dist.init(r.train.device)
+    if resume and dist.num_processes() > 1:
+        raise UsageError("--resume works for single-process builds; rerun it without a multi-process launcher")
     hand = dist.Handover()
     if not dist.is_main():
         import tempfile
@@ -122,9 +123,11 @@ def build(r, force: bool = False) -> dict:
         hand.release()
         return None
     try:
-        staging = _prepare_out(out, force)
+        staging = _prepare_out(out, force, build_key(r, data, source), resume)
         try:
             summary = _build_into(r, source, data, staging, hand)
+        except KeyboardInterrupt:
+            raise  # keep the staging directory: `--resume` continues from it
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -144,6 +147,7 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
 
     import targets
     from runtime_py.backends import open_backend
+    from runtime_py.bundle import sha256_file
     from runtime_py.tokenize import TextEncoder
 
     from . import model as model_mod
@@ -155,8 +159,12 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
     from .package import golden_payload, versions, write_bundle
     from .arm64 import gate_for as arm64_gate_for
 
+    from .staging import Progress, build_key, load_student, student_record, train_result
+
     torch.manual_seed(r.train.seed)
     stages = Stages()
+    # Stages an interrupted build completed in this staging dir (empty unless `build --resume`).
+    progress = Progress(work, build_key(r, data, source))
     recipe_mod.dump(r, work / "recipe.toml")
     tok_file = model_mod.save_tokenizer_json(source, work / "tokenizer" / "tokenizer.json", r.model.trust_remote_code)
     encoder = TextEncoder(tok_file, r.train.max_seq_len)
@@ -166,9 +174,13 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
 
     # 1. The original: the full model fine-tuned on the task.
     stages.start("fine-tune original", f"{source} on {len(data.train)} rows, {r.train.epochs:g} epochs")
-    original = model_mod.load_classifier(source, data.labels, r.model.trust_remote_code)
+    done = progress.get("original")
+    original = model_mod.load_classifier(str(work / "original") if done else source, data.labels, r.model.trust_remote_code,
+                                         require_head=r.train.skip or bool(done))
     total_layers = original.config.num_hidden_layers
-    if r.train.skip:
+    if done:  # resumed: the interrupted build finished this stage
+        orig_res, orig_acc = train_result(done["train"]), done["val_accuracy"]
+    elif r.train.skip:
         orig_res = None
         original.save_pretrained(work / "original")
         orig_acc = evaluate(original, data.validation, encoder, r.train.eval_batch_size)
@@ -176,16 +188,25 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
         orig_res = train(original, data.train, data.validation, encoder, _train_config(r, "train"), work / "original", "original")
         orig_acc = orig_res.best_accuracy
     _save_tokenizer(source, work / "original", r)
+    if not done:
+        progress.mark("original", train=orig_res.to_dict() if orig_res else None, val_accuracy=orig_acc)
     stages.end(val_accuracy=orig_acc, params=count_params(original),
                device=orig_res.device if orig_res else "n/a", precision=orig_res.precision if orig_res else "n/a",
-               examples_per_s=round(orig_res.examples_per_s, 1) if orig_res else None)
+               examples_per_s=round(orig_res.examples_per_s, 1) if orig_res else None, **({"resumed": True} if done else {}))
+    # Later stages draw from a known RNG state whether the original was trained now or resumed.
+    torch.manual_seed(r.train.seed + 1)
     # Reference outputs are computed where the original was trained, then moved to the CPU for export.
     original.to("cpu").eval()
 
     # 2. The student: truncate → prune → distil/recover → sparsity → vocab (toolchain.compress.stage).
     st_res, ship_tok, compression = None, tok_file, None
     if wants_student(r, total_layers):
-        stu = make_student(r, original, data, encoder, tok_file, work, source, stages, orig_acc)
+        done = progress.get("student")
+        if done:  # resumed: reuse the student the interrupted build finished
+            stu = load_student(work, data.labels, done, stages, r)
+        else:
+            stu = make_student(r, original, data, encoder, tok_file, work, source, stages, orig_acc)
+            progress.mark("student", **student_record(stu, work))
         shipped, shipped_name, st_res, ship_tok = stu.model, "student", stu.train_result, stu.tokenizer_file
         compression = {"stages": stu.rows, "facts": stu.facts}
     else:
@@ -203,7 +224,7 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
 
     # 3. Export every target × precision.
     art_dir = work / "artifacts"
-    art_dir.mkdir()
+    art_dir.mkdir(exist_ok=True)
     exported = []
     for tname in r.export.targets:
         target = targets.get(tname)
@@ -215,11 +236,17 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
             stages.start(f"export {tname} {prec}", path.name)
             cfg = target.config_type(precision=prec, max_batch=r.export.max_batch, max_seq_len=r.train.max_seq_len,
                                      **({"opset": r.export.opset} if tname == "onnx" else {}))
-            try:
-                facts = target.export(shipped, path, cfg, {"max_seq_len": r.train.max_seq_len})
-            except ValueError as e:
-                raise UsageError(f"export {tname} {prec}: {e}") from None
-            stages.end(bytes=path.stat().st_size)
+            done = progress.get(f"export {path.name}")
+            done = done if done and path.is_file() and sha256_file(path) == done["sha256"] else None
+            if done:
+                facts = done["facts"]  # resumed: this artifact was exported completely before the interruption
+            else:
+                try:
+                    facts = target.export(shipped, path, cfg, {"max_seq_len": r.train.max_seq_len})
+                except ValueError as e:
+                    raise UsageError(f"export {tname} {prec}: {e}") from None
+                progress.mark(f"export {path.name}", sha256=sha256_file(path), facts=facts)
+            stages.end(bytes=path.stat().st_size, **({"resumed": True} if done else {}))
             exported.append({"path": path, "format": tname, "precision": prec, "source": shipped_name, "export": facts})
 
     # 4. Parity on real validation text: each artifact vs its PyTorch source and vs the original.
@@ -296,6 +323,9 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
                      labels=data.labels, max_seq_len=r.train.max_seq_len, pair=data.pair, golden=golden,
                      extra_files=extra,
                      info={"versions": summary["versions"], "recipe_sha256": summary["recipe_sha256"], "training": summary["training"],
+                           # Texts cut at max_seq_len per split: an app team sees how much its inputs were truncated.
+                           "data": {"max_seq_len": r.train.max_seq_len, "truncated_texts": truncated,
+                                    "rows": {s.name: len(s) for s in data.splits()}},
                            "model": {"original": source, "shipped": shipped_name, "layers": summary["shipped"]["layers"],
                                      "params": summary["shipped"]["params"]}})
         if r.compress.archive:  # one compressed file; runtime_py.load / verify unpack it transparently

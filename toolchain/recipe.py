@@ -256,6 +256,14 @@ def _check_ranges(r: Recipe) -> None:
             raise UsageError(f"recipe: {msg}")
     if any(not isinstance(i, int) or isinstance(i, bool) for i in r.student.layers):
         raise UsageError("recipe: student.layers must be a list of integers")
+    from runtime_py.parity import GATE_LIMITS
+
+    # `verify` never accepts an artifact-vs-source gate looser than these limits, so a build may not either.
+    for prec, limits in GATE_LIMITS.items():
+        for k, lim in limits.items():
+            val = getattr(r.parity, f"{prec}_{k}", None)
+            if val is not None and (val > lim if k.startswith("max_") else val < lim):
+                raise UsageError(f"recipe: parity.{prec}_{k} = {val} is looser than `verify` accepts ({lim})")
 
 
 def parse_set(items: typing.Iterable[str]) -> dict:
