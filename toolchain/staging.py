@@ -101,6 +101,8 @@ def prepare(out: Path, recipe_sha: str, resume: bool) -> tuple[Path, bool]:
             return staging, True
     elif resume:
         print(f"[toolformer] resume: no interrupted build at {staging}; starting afresh", flush=True)
+    elif (Progress.read(staging) or {}).get("stages"):
+        print(f"[toolformer] discarding the interrupted build in {staging} (--resume would have continued it)", flush=True)
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
