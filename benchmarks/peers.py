@@ -25,12 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-# Torch's OpenMP workers would otherwise spin after each eager call and steal the two cores from
-# whichever runtime is timed next; set before torch is imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 
@@ -117,6 +111,11 @@ def headline_pairs(names: list) -> list:
 
 
 def main(argv=None) -> int:
+    # Torch's OpenMP workers would otherwise spin after each eager call and steal the cores from
+    # whichever runtime is timed next; torch is first imported below, after this.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build", type=Path, default=ROOT / "runs" / "sst2", help="build directory (original/ and bundle/)")
     ap.add_argument("--dev", type=Path, default=ROOT.parent / "shared" / "data" / "sst2" / "dev.tsv")
