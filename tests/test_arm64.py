@@ -109,9 +109,12 @@ def test_cli_arm64_without_qemu_says_what_to_install(tiny_build, tmp_path):
 
 
 # -- under emulation ------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def userland():
-    """The cached userland with the ONNX venv (built on first use); skips where arm64 cannot be emulated."""
+    """The cached userland with the ONNX venv (built on first use); skips where arm64 cannot be emulated.
+
+    Session scope, and first in each test's arguments, so a skip comes before the tiny build is made.
+    """
     ul = arm64.Userland(log=lambda msg: print(msg, flush=True))
     try:
         ul.ensure("onnx")
@@ -139,7 +142,7 @@ def test_arm64_verify_tiny_bundle_passes_with_small_drift(userland, tiny_build, 
 @pytest.mark.arm64
 def test_arm64_drift_beyond_tolerance_exits_1_naming_the_artifact(userland, bundle_copy):
     # Stand in for an arm64 kernel that disagrees with x86: shift the build machine's recorded
-    # logits (and re-sign golden.json in the manifest, so only the drift gate can object).
+    # logits (and re-sign golden.json in the manifest, so the bundle itself still loads).
     golden_file = bundle_copy / "golden.json"
     golden = json.loads(golden_file.read_text())
     name = "model-onnx-fp32.onnx"
@@ -148,7 +151,6 @@ def test_arm64_drift_beyond_tolerance_exits_1_naming_the_artifact(userland, bund
     manifest = json.loads((bundle_copy / "manifest.json").read_text())
     manifest["files"]["golden.json"] = hashlib.sha256(golden_file.read_bytes()).hexdigest()
     (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
-    assert run_cli("verify", bundle_copy, "--only", "onnx-fp32").returncode == 0  # x86 is still fine
     res = run_cli("verify", "--arm64", bundle_copy, "--arm64-cache", userland.cache)
     assert res.returncode == 1, res.stdout + res.stderr
     assert "onnx-fp32" in res.stderr and "arm64 drift vs build machine: max-abs error" in res.stderr
