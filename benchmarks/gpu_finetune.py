@@ -194,7 +194,7 @@ def export(args) -> None:
     subprocess.run([sys.executable, "-m", "toolchain.cli", "verify", str(out / "bundle")], cwd=ROOT, check=True)
     summary = json.loads((out / "summary.json").read_text())
     gpu_fig = json.loads((src / "gpu_result.json").read_text()) if (src / "gpu_result.json").is_file() else None
-    print(f"dev accuracy of the GPU-trained original: {gpu_fig['dev_accuracy']:.4f} on the GPU ({gpu_fig['precision']}), "
+    print(f"dev accuracy of the returned original: {gpu_fig['dev_accuracy']:.4f} where it trained ({gpu_fig['device']} {gpu_fig['precision']}), "
           if gpu_fig else "", end="")
     print(f"{summary['original']['val_accuracy']:.4f} on the CPU (fp32, weights via fp16); "
           + ", ".join(f"{a['artifact']} {a['accuracy']:.4f}" for a in summary["artifacts"]))
