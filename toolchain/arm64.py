@@ -283,11 +283,13 @@ class Userland:
         return wheels, reqs
 
     def _ensure_venv(self, profile: str) -> Path:
-        venv = self.rootfs / "opt" / f"venv-{profile}"
-        python = venv / "bin" / "python"
         t0 = time.perf_counter()
         wheels, reqs = self._wheel_set(profile)
         self.timings["wheels_s"] = round(time.perf_counter() - t0, 1)
+        # One venv per wheel set: hosts with other library versions sharing the cache never
+        # replace a venv another verification may be running in.
+        venv = self.rootfs / "opt" / f"venv-{wheels.name}"
+        python = venv / "bin" / "python"
         marker = venv / ".toolformer-venv.json"
         done = self._marker(marker)
         if done and done.get("wheels") == str(wheels) and python.exists():
