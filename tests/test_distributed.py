@@ -190,7 +190,18 @@ def test_two_process_build_matches_one_process_and_writes_once(still_model_dir, 
     for ckpt in ("original", "student"):
         w1, w2 = _weights(tmp_path / "one" / "out" / ckpt / "model.safetensors"), _weights(out / ckpt / "model.safetensors")
         assert w1.keys() == w2.keys()
-        assert max(float(np.abs(w1[k] - w2[k]).max()) for k in w1) < 1e-4
+        dw = max(float(np.abs(w1[k] - w2[k]).max()) for k in w1)
+        assert dw < 1e-4
+        print(f"{ckpt}: max |w1 - w2| {dw:.2e}")  # shown with pytest -s: the figures behind the tolerances
+    for a, b in zip(one["original"]["train"]["history"], two["original"]["train"]["history"]):
+        print(f"original epoch {a['epoch']:g}: train loss {a['train_loss']:.7f} (1 process) vs {b['train_loss']:.7f} "
+              f"(2 processes), val accuracy {a['val_accuracy']:.4f} vs {b['val_accuracy']:.4f}")
+    s1, s2 = (json.loads((d / "student" / "train_result.json").read_text())["history"] for d in (tmp_path / "one" / "out", out))
+    for a, b in zip(s1, s2):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+        print(f"student epoch {a['epoch']:g}: train loss {a['train_loss']:.7f} vs {b['train_loss']:.7f}, "
+              f"val accuracy {a['val_accuracy']:.4f} vs {b['val_accuracy']:.4f}")
+    print(f"shipped val accuracy {one['shipped']['val_accuracy']:.4f} vs {two['shipped']['val_accuracy']:.4f}")
 
     # Exactly one set of outputs: one OUT with one bundle, no staging or worker leftovers, one report.
     assert sorted(p.name for p in launched.iterdir()) == ["out"]
