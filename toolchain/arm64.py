@@ -7,13 +7,14 @@ its second stage (which would need binfmt to exec arm64 maintainer scripts) the 
 packages are unpacked on the host with dpkg-deb, which is all an emulated python3 needs.
 aarch64 wheels are downloaded on the host (`pip download --platform ... --only-binary=:all:`),
 pinned to the host's versions so the comparison is arm64-vs-x86 and not version-vs-version,
-and installed offline into a venv inside the rootfs by the emulated pip.
+installed offline into a venv inside the rootfs, and imported there under emulation once.
 Everything is cached (default ~/.cache/toolformer/arm64) and reused on the next run.
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -107,7 +108,7 @@ def _run(cmd: list, what: str, unavailable: bool = False, **kw) -> subprocess.Co
 
 
 class Userland:
-    """The cached arm64 rootfs with one venv per profile ('onnx', 'executorch'); see the module doc."""
+    """The cached arm64 rootfs with a venv per wheel set of a profile ('onnx', 'executorch'); see the module doc."""
 
     def __init__(self, cache_dir: str | Path | None = None, log=print):
         self.cache = Path(cache_dir).expanduser().resolve() if cache_dir else default_cache_dir()
@@ -137,9 +138,7 @@ class Userland:
     def env(self, **extra) -> dict:
         """A clean environment for emulated processes (nothing of the host's Python or pip settings)."""
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(self.cache / "home"),
-               "PYTHONNOUSERSITE": "1", "TOKENIZERS_PARALLELISM": "false",
-               "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1",
-               "PIP_NO_CACHE_DIR": "1"}
+               "PYTHONNOUSERSITE": "1", "TOKENIZERS_PARALLELISM": "false"}
         env.update(extra)
         return env
 
@@ -268,8 +267,6 @@ class Userland:
         """Download (once) the aarch64 wheels of a profile; returns their directory and the pins."""
         reqs = pins(ONNX_PACKAGES + (EXECUTORCH_PACKAGES if profile == "executorch" else []))
         key = "-".join(sorted(r.replace("==", "_") for r in reqs))
-        import hashlib
-
         wheels = self.cache / "wheels" / f"{profile}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
         if (wheels / ".complete").is_file():
             return wheels, reqs
