@@ -9,8 +9,8 @@ import pytest
 
 from conftest import run_cli, tiny_recipe_dict
 
-COMPRESS = {"prune_heads": 0.5, "prune_ffn": 0.5, "sparsity": 0.3, "prune_vocab": True, "archive": "zst",
-            "hidden_weight": 1.0, "attention_weight": 1.0}
+COMPRESS = {"prune_heads": 0.5, "prune_ffn": 0.5, "prune_steps": 2, "recovery_epochs": 1.0, "sparsity": 0.3,
+            "prune_vocab": True, "archive": "zst", "hidden_weight": 1.0, "attention_weight": 1.0}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,8 @@ def test_stages_recorded_and_shrinking(compressed):
     out, summary = compressed
     rows = summary["compression"]["stages"]
     assert [r["stage"] for r in rows] == ["original", "truncate", "prune", "sparsity", "distil", "vocab"]
-    assert rows[2]["heads"] == [2, 2] and rows[2]["ffn"] == [32, 32]
+    assert rows[2]["heads"] == [2, 2] and rows[2]["ffn"] == [32, 32] and rows[2]["steps"] == 2
+    assert (out / "recovery-1" / "train_result.json").is_file()  # iterative: recovery between the two steps
     params = [r["params"] for r in rows]
     assert params[1] < params[0] and params[2] < params[1] and params[5] < params[4]
     flops = [r["flops"] for r in rows]
@@ -112,3 +113,16 @@ def test_compress_command_rejects_bad_flags(tiny_build, tmp_path):
     assert not (tmp_path / "x").exists()
     res = run_cli("compress", tmp_path / "missing", "--out", tmp_path / "y")
     assert res.returncode == 2 and "no such checkpoint" in res.stderr
+
+
+def test_build_and_compress_share_the_compression_flags():
+    from toolchain.compress.command import apply_flags
+
+    over = apply_flags({}, {"prune_heads": 0.25, "prune_ffn": None, "sparsity": 0.5, "prune_vocab": False, "distill": None})
+    assert over == {"compress": {"prune_heads": 0.25, "sparsity": 0.5, "prune_vocab": False}}
+    for cmd in ("build", "compress"):
+        res = run_cli(cmd, "--help")
+        assert res.returncode == 0
+        for flag in ("--num-layers", "--prune-heads", "--prune-ffn", "--sparsity", "--prune-vocab", "--no-prune-vocab",
+                     "--distill", "--no-distill"):
+            assert flag in res.stdout, (cmd, flag)

@@ -277,7 +277,7 @@ def finetune(recipe, out, model, train_file, validation, text_column, text_pair_
 @click.option("--num-layers", type=int, help="Transformer layers kept in the student (0 = all).")
 @click.option("--epochs", type=float, help="Epochs of distillation / recovery training of the student.")
 @click.option("--max-seq-len", type=int, help="Token limit.")
-@click.option("--out", help="Output directory (default: CHECKPOINT-compressed).")
+@click.option("--out", help="Output directory (default: CHECKPOINT-compressed; OUT-compressed for a build's OUT/original).")
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any recipe key (repeatable).")
 @click.option("--force", is_flag=True, help="Replace an existing output directory once the new one is complete.")
 @compress_options
@@ -293,7 +293,7 @@ def compress(checkpoint, recipe, train_file, validation, test, text_column, text
     from pathlib import Path
 
     from . import recipe as recipe_mod
-    from .compress.command import checkpoint_labels, echo_summary, find_recipe
+    from .compress.command import checkpoint_labels, default_out, echo_summary, find_recipe
     from .errors import UsageError
 
     ckpt = Path(checkpoint)
@@ -317,7 +317,7 @@ def compress(checkpoint, recipe, train_file, validation, test, text_column, text
     labels = checkpoint_labels(ckpt)
     if labels and "labels" not in over.get("data", {}):
         over.setdefault("data", {})["labels"] = labels  # the head's order, not a re-sorted one
-    over["out"] = out or f"{str(ckpt).rstrip('/')}-compressed"
+    over["out"] = out or default_out(ckpt)
     apply_flags(over, compress_flags)
     r = recipe_mod.load(recipe, over)
 

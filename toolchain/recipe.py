@@ -116,6 +116,8 @@ class CompressSection:
     importance_batches: int = _f(16, "Training batches used to estimate gradient importance.")
     prune_steps: int = _f(1, "Iterative schedule: reach the pruning target in this many steps, recovering in between.")
     recovery_epochs: float = _f(1.0, "Epochs of (distilled) recovery training between iterative pruning steps.")
+    freeze_embeddings: bool = _f(False, "Keep the word-embedding table fixed while the student trains (most of a small student's "
+                                        "parameters: its AdamW update dominates a CPU step of a 1-3 layer student).")
     sparsity: float = _f(0.0, "Unstructured magnitude sparsity of the encoder's Linear weights, kept as real zeros.")
     sparsity_scope: str = _f("global", "Sparsity threshold: global (one for all Linears) | layer (the same fraction each).")
     prune_vocab: bool = _f(False, "Keep only the token ids the training corpus uses; ships a matching tokenizer.json.")

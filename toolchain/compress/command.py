@@ -46,6 +46,14 @@ def find_recipe(checkpoint: Path) -> Path | None:
     return None
 
 
+def default_out(checkpoint: Path) -> str:
+    """CHECKPOINT-compressed; for a build's OUT/original, OUT-compressed (never inside another build's OUT)."""
+    ckpt = Path(str(checkpoint).rstrip("/"))
+    if ckpt.name == "original" and (ckpt.parent / "recipe.toml").is_file():
+        return f"{ckpt.parent}-compressed"
+    return f"{ckpt}-compressed"
+
+
 def checkpoint_labels(checkpoint: Path) -> list | None:
     """Label order of a fine-tuned checkpoint's head (config id2label), unless it is the generic LABEL_i."""
     import json

@@ -77,6 +77,8 @@ def make_student(r, original, data, encoder, tok_file: Path, work: Path, source:
     rows.append(measure.describe(student, "truncate", L, ev(student)))
     stages.end(layers=keep, params=rows[-1]["params"], val_accuracy=rows[-1]["val_accuracy"])
 
+    emb = student.bert.embeddings.word_embeddings.weight
+    emb.requires_grad_(not c.freeze_embeddings)  # frozen: no gradient, no optimizer state for the largest tensor
     dcfg = DistillConfig(temperature=c.temperature, alpha=c.alpha, hidden_weight=c.hidden_weight,
                          attention_weight=c.attention_weight, layer_map=c.layer_map)
     distiller = Distiller(original, student, dcfg) if c.distill else None
@@ -112,6 +114,7 @@ def make_student(r, original, data, encoder, tok_file: Path, work: Path, source:
     with (distiller or _Null()):
         st_res = train(student, data.train, data.validation, encoder, train_cfg, work / "student", "student", loss_fn=distiller)
     student.to("cpu").eval()
+    emb.requires_grad_(True)
     sparsity.make_permanent(student)
     rows.append(measure.describe(student, name, L, ev(student), epochs=train_cfg.epochs, **({"sparsity": sparsity.stats(student)} if c.sparsity else {})))
     stages.end(val_accuracy=rows[-1]["val_accuracy"], params=rows[-1]["params"], device=st_res.device, precision=st_res.precision,
