@@ -115,6 +115,35 @@ def executorch_plain_peer(ckpt: Path, cache: Path, max_seq_len: int, rebuild: bo
     return dest
 
 
+def toolformer_same_model(ckpt: Path, cache: Path, max_seq_len: int, max_batch: int, rebuild: bool = False) -> dict:
+    """The original itself through Toolformer's exporters (no compression): isolates what the export adds."""
+    base = cache / "artifacts" / checkpoint_key(ckpt) / f"toolformer-original-s{max_seq_len}-b{max_batch}"
+    out = {"executorch-fp32": base / "model-executorch-fp32.pte", "onnx-fp32": base / "model-onnx-fp32.onnx"}
+    if rebuild or not all(p.is_file() for p in out.values()):
+        base.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        _run([sys.executable, __file__, "toolformer-export", "--model", ckpt, "--out-dir", base,
+              "--max-seq-len", max_seq_len, "--max-batch", max_batch])
+        log(f"toolformer export of the original: {time.perf_counter() - t0:.1f} s")
+    return out
+
+
+def export_toolformer(ckpt: Path, out_dir: Path, max_seq_len: int, max_batch: int) -> None:
+    """targets.executorch and targets.onnx on the unmodified checkpoint, as a build would call them."""
+    sys.path.insert(0, str(ROOT))
+    from transformers import AutoModelForSequenceClassification
+
+    import targets
+
+    model = AutoModelForSequenceClassification.from_pretrained(ckpt).eval()
+    for name in ("executorch", "onnx"):
+        t = targets.get(name)
+        cfg = t.config_type(precision="fp32", max_batch=max_batch, max_seq_len=max_seq_len)
+        tmp = out_dir / f"partial-model-{name}-fp32{t.suffix}"
+        t.export(model, tmp, cfg, {"max_seq_len": max_seq_len})
+        tmp.replace(out_dir / f"model-{name}-fp32{t.suffix}")
+
+
 def export_executorch_plain(ckpt: Path, out: Path, max_seq_len: int, max_batch: int = 64) -> None:
     """HF model as is → torch.export → XNNPACK → .pte; dynamic batch and sequence so it runs any input."""
     import torch
@@ -156,12 +185,19 @@ def main(argv=None) -> None:
     e.add_argument("--model", required=True, type=Path)
     e.add_argument("--out", required=True, type=Path)
     e.add_argument("--max-seq-len", type=int, default=128)
+    t = sub.add_parser("toolformer-export", help="the original through Toolformer's own exporters")
+    t.add_argument("--model", required=True, type=Path)
+    t.add_argument("--out-dir", required=True, type=Path)
+    t.add_argument("--max-seq-len", type=int, default=128)
+    t.add_argument("--max-batch", type=int, default=64)
     o = sub.add_parser("optimum", help="build the Optimum ONNX peers (and their environment)")
     o.add_argument("--model", required=True, type=Path)
     o.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     a = ap.parse_args(argv)
     if a.cmd == "executorch-plain":
         export_executorch_plain(a.model, a.out, a.max_seq_len)
+    elif a.cmd == "toolformer-export":
+        export_toolformer(a.model, a.out_dir, a.max_seq_len, a.max_batch)
     else:
         for k, v in optimum_onnx_peers(a.model, a.cache).items():
             print(f"{k}\t{v}")

@@ -49,7 +49,7 @@ def read_dev(path: Path, text_col: str, label_col: str, labels: list, limit: int
     return texts, np.asarray(ys)
 
 
-def open_subjects(build: Path, peers: dict, threads: int, with_original: bool):
+def open_subjects(build: Path, peers: dict, threads: int, with_original: bool, same_model: dict | None = None):
     """{name: (info, fn(arrays) -> logits)} for the bundle's artifacts, the peers and the original."""
     import torch
     from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
@@ -76,6 +76,12 @@ def open_subjects(build: Path, peers: dict, threads: int, with_original: bool):
         b = open_backend(path, fmt, threads=threads)
         subjects[name] = ({"side": "peer", "format": fmt, "precision": prec, "bytes": path.stat().st_size,
                            "file": str(path), "model": "original as is"}, b.run)
+    for key, path in (same_model or {}).items():
+        fmt, prec = key.rsplit("-", 1)
+        b = open_backend(path, fmt, threads=threads)
+        subjects[f"same-model toolformer {key}"] = ({"side": "same-model", "format": fmt, "precision": prec,
+                                                     "bytes": path.stat().st_size, "file": str(path),
+                                                     "model": "original through Toolformer's exporter"}, b.run)
     if with_original:
         from transformers import AutoModelForSequenceClassification
 
@@ -130,6 +136,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", type=Path, default=peer_env.DEFAULT_CACHE)
     ap.add_argument("--rebuild-peers", action="store_true")
     ap.add_argument("--no-original", action="store_true", help="leave the eager PyTorch original out")
+    ap.add_argument("--no-same-model", action="store_true",
+                    help="leave out the original exported by Toolformer itself (isolates the exporter from compression)")
     ap.add_argument("--json", type=Path, help="write every figure as JSON")
     a = ap.parse_args(argv)
 
@@ -150,8 +158,9 @@ def main(argv=None) -> int:
     peers = peer_env.optimum_onnx_peers(ckpt, a.cache, rebuild=a.rebuild_peers)
     peers[ET_PEER] = peer_env.executorch_plain_peer(ckpt, a.cache, max(128, max_seq), rebuild=a.rebuild_peers)
     peer_versions = peer_env.env_versions(a.cache / "optimum-onnx" / "bin")
+    same = None if a.no_same_model else peer_env.toolformer_same_model(ckpt, a.cache, max_seq, big, rebuild=a.rebuild_peers)
 
-    subjects, manifest = open_subjects(a.build, peers, a.threads, not a.no_original)
+    subjects, manifest = open_subjects(a.build, peers, a.threads, not a.no_original, same)
     encoder = TextEncoder(a.build / "bundle" / manifest["tokenizer"]["file"], max_seq)
     texts, ys = read_dev(a.dev, a.text_column, a.label_column, [str(l) for l in manifest["labels"]], a.max_examples)
     truncated = encoder.count_truncated(texts)
@@ -179,7 +188,7 @@ def main(argv=None) -> int:
                      **{f"{k}_{m}": v for k in times for m, v in summary_ms(times[k][name]).items()}})
     names = list(subjects)
     pairs = []
-    for tf in [x for x in names if x.startswith("toolformer ")]:
+    for tf in [x for x in names if x.startswith(("toolformer ", "same-model "))]:
         for pe in [x for x in names if subjects[x][0]["side"] == "peer"]:
             pairs.append({"toolformer": tf, "peer": pe,
                           "ratio_b1": pairwise_ratio(times["b1"][tf], times["b1"][pe]),
@@ -204,6 +213,13 @@ def main(argv=None) -> int:
         print("\nnote: the bundle has no ONNX int8 artifact yet; its ONNX fp32 artifact stands in against the int8 peers.")
     if not any(x.startswith("toolformer executorch-int8") for x in names):
         print("note: the bundle has no ExecuTorch int8 artifact yet; compared: ExecuTorch fp32.")
+    if same:
+        print("\nSame model (the 6-layer original, no compression) through Toolformer's exporter vs the peers:\n")
+        print(markdown_table(["toolformer exporter", "peer", "b1 ratio", f"b{big} ratio", "toolformer acc", "peer acc"],
+                             [[p["toolformer"], p["peer"], f"{p['ratio_b1']:.3f}", f"{p['ratio_b32']:.3f}",
+                               f"{100 * p['toolformer_accuracy']:.2f}%", f"{100 * p['peer_accuracy']:.2f}%"]
+                              for p in pairs if p["toolformer"].startswith("same-model ")
+                              and p["peer"] in (ONNX_PEER, ET_PEER, "optimum-onnx-fp32")]))
     print("\nAll pairs:\n")
     print(markdown_table(["toolformer", "peer", "b1 ratio", f"b{big} ratio"],
                          [[p["toolformer"], p["peer"], f"{p['ratio_b1']:.3f}", f"{p['ratio_b32']:.3f}"] for p in pairs]))
