@@ -49,7 +49,8 @@ def read_dev(path: Path, text_col: str, label_col: str, labels: list, limit: int
     return texts, np.asarray(ys)
 
 
-def open_subjects(build: Path, peers: dict, threads: int, with_original: bool, same_model: dict | None = None):
+def open_subjects(build: Path, peers: dict, threads: int, with_original: bool, same_model: dict | None = None,
+                  extra: list | None = None):
     """{name: (info, fn(arrays) -> logits)} for the bundle's artifacts, the peers and the original."""
     import torch
     from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
@@ -70,6 +71,18 @@ def open_subjects(build: Path, peers: dict, threads: int, with_original: bool, s
         subjects[name] = ({"side": "toolformer", "format": a["format"], "precision": a["precision"],
                            "bytes": int(a["bytes"]), "file": str(bundle / a["file"]),
                            "model": f"{manifest.get('model', {}).get('shipped', '?')}, {manifest.get('model', {}).get('layers', '?')} layers"}, b.run)
+    for path in extra or []:
+        # Toolformer artifacts outside the bundle (e.g. int8 exported later with `toolformer export`).
+        from toolchain.bench import SUFFIX_FORMAT, _guess_precision
+
+        fmt = SUFFIX_FORMAT[path.suffix]
+        prec = _guess_precision(path, fmt)
+        name = f"toolformer {fmt}-{prec}"
+        if name in subjects:
+            name = f"toolformer {fmt}-{prec} ({path.stem})"
+        b = open_backend(path, fmt, threads=threads)
+        subjects[name] = ({"side": "toolformer", "format": fmt, "precision": prec, "bytes": path.stat().st_size,
+                           "file": str(path), "model": f"{manifest.get('model', {}).get('shipped', '?')} (--artifact)"}, b.run)
     for name, path in peers.items():
         fmt = "executorch" if path.suffix == ".pte" else "onnx"
         prec = "int8" if "int8" in name else "fp32"
@@ -138,6 +151,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-original", action="store_true", help="leave the eager PyTorch original out")
     ap.add_argument("--no-same-model", action="store_true",
                     help="leave out the original exported by Toolformer itself (isolates the exporter from compression)")
+    ap.add_argument("--artifact", type=Path, action="append", default=[],
+                    help="also time this Toolformer artifact (.onnx/.pte reading the bundle's tokenizer); repeatable")
     ap.add_argument("--json", type=Path, help="write every figure as JSON")
     a = ap.parse_args(argv)
 
@@ -160,7 +175,10 @@ def main(argv=None) -> int:
     peer_versions = peer_env.env_versions(a.cache / "optimum-onnx" / "bin")
     same = None if a.no_same_model else peer_env.toolformer_same_model(ckpt, a.cache, max_seq, big, rebuild=a.rebuild_peers)
 
-    subjects, manifest = open_subjects(a.build, peers, a.threads, not a.no_original, same)
+    for p in a.artifact:
+        if not p.is_file() or p.suffix not in (".onnx", ".pte"):
+            sys.exit(f"--artifact {p}: not an .onnx or .pte file")
+    subjects, manifest = open_subjects(a.build, peers, a.threads, not a.no_original, same, a.artifact)
     encoder = TextEncoder(a.build / "bundle" / manifest["tokenizer"]["file"], max_seq)
     texts, ys = read_dev(a.dev, a.text_column, a.label_column, [str(l) for l in manifest["labels"]], a.max_examples)
     truncated = encoder.count_truncated(texts)
