@@ -15,8 +15,16 @@ class Target:
     suffix: str
 
 
-def get(name: str) -> Target:
-    """The target called `name`; an unknown name lists the known ones."""
+def get(name: str, precision: str = "fp32") -> Target:
+    """The target called `name` (its int8 path for precision "int8"); an unknown name lists the known ones."""
+    if precision == "int8" and name == "executorch":
+        from . import quant_executorch as mod
+
+        return Target(name, mod.ExecuTorchInt8Config, mod.export, ".pte")
+    if precision == "int8" and name == "onnx":
+        from . import quant_onnx as mod
+
+        return Target(name, mod.OnnxInt8Config, mod.export, ".onnx")
     if name == "executorch":
         from . import executorch as mod
 

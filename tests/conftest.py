@@ -65,7 +65,8 @@ def tiny_recipe_dict(model_dir: Path, out: Path, **sections) -> dict:
                  "max_train_samples": 160},
         "train": {"epochs": 1.0, "batch_size": 16, "learning_rate": 1e-3, "max_seq_len": 32, "eval_batch_size": 32},
         "student": {"num_layers": 2, "epochs": 1.0, "batch_size": 16, "learning_rate": 1e-3},
-        "export": {"max_batch": 16},
+        # fp32 only: int8 (also a default) is built by `tiny_int8_build` for the tests that need it.
+        "export": {"max_batch": 16, "precisions": ["fp32"]},
         # A random tiny model barely learns in one epoch: gate artifacts on numeric parity, not accuracy.
         "parity": {"min_top1_vs_original": 0.0, "max_accuracy_drop": 1.0, "num_examples": 48, "golden_size": 8,
                    "seq_lens": [5, 19, 31]},  # none equals the export example's length (16)
@@ -97,6 +98,18 @@ def tiny_build(tiny_model_dir, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny-build") / "out"
     build(recipe_mod.build(tiny_recipe_dict(tiny_model_dir, out)))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_int8_build(tiny_model_dir, tmp_path_factory) -> Path:
+    """A tiny build with int8 artifacts only (ExecuTorch static with its debug twin, ONNX dynamic); read-only."""
+    from toolchain import recipe as recipe_mod
+    from toolchain.pipeline import build
+
+    out = tmp_path_factory.mktemp("tiny-int8-build") / "out"
+    build(recipe_mod.build(tiny_recipe_dict(tiny_model_dir, out, export={"precisions": ["int8"]},
+                                            quant={"debug_twins": True, "calibration_samples": 64})))
     return out
 
 

@@ -332,6 +332,82 @@ def compress(checkpoint, recipe, train_file, validation, test, text_column, text
         echo_summary(summary, r.out)
 
 
+@main.command("export")
+@click.argument("checkpoint", type=click.Path())
+@click.argument("recipe", required=False, type=click.Path(dir_okay=False))
+@click.option("--target", type=click.Choice(["executorch", "onnx"]), required=True, help="Artifact format.")
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
+              help="int8 follows the recipe's [quant] section and calibrates on its training split.")
+@click.option("--out", required=True, help="Artifact file to write (.pte for executorch, .onnx for onnx).")
+@click.option("--train", "train_file", help="Training data (calibration text; default: the checkpoint's recipe.toml).")
+@click.option("--validation", help="Validation data (parity; default: the checkpoint's recipe.toml).")
+@click.option("--text-column", help="Text column; comma-separated alternatives.")
+@click.option("--max-seq-len", type=int, help="Token limit the artifact is exported and checked for.")
+@click.option("--debug", "debug_twin", is_flag=True, help="ExecuTorch: also write the debug twin for `toolformer debug`.")
+@click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any recipe key (repeatable).")
+@click.option("--force", is_flag=True, help="Replace an existing OUT.")
+@handle_errors
+def export_cmd(checkpoint, recipe, target, precision, out, train_file, validation, text_column, max_seq_len,
+               debug_twin, sets, force):
+    """Export a fine-tuned CHECKPOINT to one artifact and check it against the checkpoint.
+
+    RECIPE defaults to the recipe.toml written next to the checkpoint by `build` or `finetune`.
+    Exits 1 (nothing written) when the [parity] gate for the precision fails.
+    """
+    from pathlib import Path
+
+    from . import recipe as recipe_mod
+    from .compress.command import checkpoint_labels, find_recipe
+    from .export import export_checkpoint
+
+    if recipe is None and (found := find_recipe(Path(checkpoint))) is not None:
+        recipe = str(found)
+        click.echo(f"recipe: {recipe}")
+    over = recipe_mod.parse_set(sets)
+    for (sec, key), val in {("data", "train"): train_file, ("data", "validation"): validation,
+                            ("data", "text_column"): _columns(text_column), ("train", "max_seq_len"): max_seq_len}.items():
+        if val is not None:
+            over.setdefault(sec, {})[key] = val
+    labels = checkpoint_labels(Path(checkpoint))
+    if labels and "labels" not in over.get("data", {}):
+        over.setdefault("data", {})["labels"] = labels
+    r = recipe_mod.load(recipe, over)
+    res = export_checkpoint(checkpoint, target, precision, out, r, force=force, debug=debug_twin)
+    par = res["parity"]
+    click.echo(f"{target}-{precision}: accuracy {par['accuracy']:.4f} (checkpoint {par['original_accuracy']:.4f})  "
+               f"cosine {par['vs_reference']['min_cosine']:.5f}  top-1 {par['vs_reference']['top1_agreement']:.4f}  PASS")
+    for f in res["files"]:
+        click.echo(f"wrote {f} ({os.path.getsize(f):,} bytes)")
+
+
+@main.command()
+@click.argument("artifact", type=click.Path())
+@click.option("--reference", required=True, type=click.Path(),
+              help="The Hugging Face checkpoint the artifact was exported from (e.g. OUT/student).")
+@click.option("--texts", type=click.Path(dir_okay=False),
+              help="Texts to compare on: .txt (one per line) or CSV/TSV/JSONL (default: the bundle's golden inputs).")
+@click.option("--text-column", default="text", show_default=True, help="Text column of a CSV/TSV/JSONL --texts file.")
+@click.option("--tokenizer", type=click.Path(dir_okay=False), help="tokenizer.json (default: the bundle's, else the reference's).")
+@click.option("--max-seq-len", type=int, default=128, show_default=True, help="Token limit for --texts.")
+@click.option("--num", type=int, default=32, show_default=True, help="Texts used from --texts.")
+@click.option("--top", type=int, default=5, show_default=True, help="Modules listed where the error grows most.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
+@handle_errors
+def debug(artifact, reference, texts, text_column, tokenizer, max_seq_len, num, top, json_out):
+    """Per-layer error of ARTIFACT (.pte or .onnx) against its reference checkpoint; names where it grows most.
+
+    ExecuTorch artifacts need their debug twin (`export --debug`, or quant.debug_twins in a build).
+    """
+    from .debug import debug_artifact, format_report, resolve_batches
+
+    batches = resolve_batches(artifact, reference, texts, text_column, tokenizer, max_seq_len, num)
+    report = debug_artifact(artifact, reference, batches, top=top)
+    click.echo(format_report(report))
+    if json_out:
+        with open(json_out, "w") as f:
+            json.dump(report, f, indent=2)
+
+
 @main.command()
 def recipe():
     """Print every recipe key with its default and meaning."""

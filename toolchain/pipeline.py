@@ -234,15 +234,21 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
                 continue
             path = art_dir / f"model-{tname}-{prec}{target.suffix}"
             stages.start(f"export {tname} {prec}", path.name)
-            cfg = target.config_type(precision=prec, max_batch=r.export.max_batch, max_seq_len=r.train.max_seq_len,
-                                     **({"opset": r.export.opset} if tname == "onnx" else {}))
+            cfg = None if prec == "int8" else target.config_type(
+                precision=prec, max_batch=r.export.max_batch, max_seq_len=r.train.max_seq_len,
+                **({"opset": r.export.opset} if tname == "onnx" else {}))
             done = progress.get(f"export {path.name}")
             done = done if done and path.is_file() and sha256_file(path) == done["sha256"] else None
             if done:
                 facts = done["facts"]  # resumed: this artifact was exported completely before the interruption
             else:
                 try:
-                    facts = target.export(shipped, path, cfg, {"max_seq_len": r.train.max_seq_len})
+                    if prec == "int8":  # [quant] settings, calibrated on training text (toolchain.int8)
+                        from .int8 import export_int8
+
+                        facts = export_int8(tname, shipped, path, r, {"max_seq_len": r.train.max_seq_len}, data.train, ship_tok)
+                    else:
+                        facts = target.export(shipped, path, cfg, {"max_seq_len": r.train.max_seq_len})
                 except ValueError as e:
                     raise UsageError(f"export {tname} {prec}: {e}") from None
                 progress.mark(f"export {path.name}", sha256=sha256_file(path), facts=facts)

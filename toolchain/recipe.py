@@ -72,7 +72,7 @@ class StudentSection:
 @dataclass(frozen=True)
 class ExportSection:
     targets: list = _f(["executorch", "onnx"], "Targets to lower to: executorch, onnx.")
-    precisions: list = _f(["fp32"], "Precisions per target: fp32, fp16 (weights stored fp16; ONNX), int8 where supported.")
+    precisions: list = _f(["fp32", "int8"], "Precisions per target: fp32, fp16 (weights stored fp16; ONNX), int8 ([quant] section).")
     max_batch: int = _f(64, "Upper bound of the dynamic batch dimension.")
     opset: int = _f(18, "ONNX opset.")
 
@@ -149,6 +149,33 @@ class CompressSection:
 
 
 @dataclass(frozen=True)
+class QuantSection:
+    executorch_mode: str = _f("static", "ExecuTorch int8 (PT2E, XNNPACK): static (calibrated activation ranges) | dynamic (ranges per batch).")
+    onnx_mode: str = _f("dynamic", "ONNX int8 (ONNX Runtime): dynamic (QOperator, no calibration) | static (QDQ, calibrated).")
+    per_channel: bool = _f(True, "Per-output-channel weight scales (per-tensor int8 is lossy on encoders).")
+    calibration_samples: int = _f(256, "Training-split rows (seeded) that calibrate static activation ranges.")
+    int8_embeddings: bool = _f(True, "Weight-only int8 embedding tables (the word table is most of a small BERT's bytes).")
+    onnx_preset: str = _f("x86-vnni", "ONNX Runtime CPU: x86-vnni | x86-avx2 (7-bit weights, no VNNI) | arm64.")
+    onnx_optimize: bool = _f(True, "Fuse transformer subgraphs (onnxruntime.transformers) before quantizing ONNX.")
+    onnx_exclude_op_types: list = _f(["LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormalization", "Gelu",
+                                      "BiasGelu", "FastGelu", "Softmax", "Add", "Mul", "Where"],
+                                     "ONNX op types kept fp32 by static quantization (norms, GELU, softmax, residual/embedding sums).")
+    debug_twins: bool = _f(False, "Also write <artifact>.debug.pte (per-layer taps) next to ExecuTorch int8 artifacts for `toolformer debug`.")
+
+    def __post_init__(self):
+        checks = [
+            (self.executorch_mode in ("static", "dynamic"), f"quant.executorch_mode must be static or dynamic, got {self.executorch_mode!r}"),
+            (self.onnx_mode in ("static", "dynamic"), f"quant.onnx_mode must be static or dynamic, got {self.onnx_mode!r}"),
+            (self.calibration_samples >= 1, "quant.calibration_samples must be >= 1"),
+            (self.onnx_preset in ("x86-vnni", "x86-avx2", "arm64"), f"quant.onnx_preset must be x86-vnni, x86-avx2 or arm64, got {self.onnx_preset!r}"),
+            (all(isinstance(t, str) for t in self.onnx_exclude_op_types), "quant.onnx_exclude_op_types must be a list of op type names"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise UsageError(f"recipe: {msg}")
+
+
+@dataclass(frozen=True)
 class Recipe:
     out: str = _f("runs/default", "Output directory of the build.")
     model: ModelSection = field(default_factory=ModelSection)
@@ -158,6 +185,7 @@ class Recipe:
     export: ExportSection = field(default_factory=ExportSection)
     parity: ParitySection = field(default_factory=ParitySection)
     compress: CompressSection = field(default_factory=CompressSection)
+    quant: QuantSection = field(default_factory=QuantSection)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -171,7 +199,7 @@ SECTIONS = {f.name: f.type for f in dataclasses.fields(Recipe) if f.name != "out
 _SECTION_TYPES = {
     "model": ModelSection, "data": DataSection, "train": TrainSection,
     "student": StudentSection, "export": ExportSection, "parity": ParitySection,
-    "compress": CompressSection,
+    "compress": CompressSection, "quant": QuantSection,
 }
 # Fields that accept a single value where a list is declared ("text_column = 'sentence'").
 _LIST_FIELDS_ACCEPT_SCALAR = {"text_column", "text_pair_column", "label_column", "targets", "precisions", "layers"}

@@ -1,0 +1,179 @@
+"""Int8 vs fp32 artifacts of a fine-tuned SST-2 build: size, accuracy, agreement, CPU latency.
+
+    flock /tmp/toolformer-heavy.lock python benchmarks/int8.py [--run runs/sst2] [--model student]
+        [--variants] [--threads 2] [--iters 30] [--reuse]
+
+Exports fp32 and int8 artifacts for ExecuTorch (XNNPACK) and ONNX Runtime from RUN/MODEL (the
+build's 2-layer student by default, or its 6-layer original) with the int8 settings of the
+recipe's [quant] section, calibrated on the build's training split. Every artifact is scored on
+the full validation split through runtime_py: accuracy, top-1 agreement with the original (the
+fine-tuned 6-layer model) and with its own fp32 source, and median latency over real dev sentences
+at batch 1 (each sentence at its own length) and batch 32 (padded to the longest), `--threads`
+intra-op threads. `--variants` adds the other int8 modes (static/dynamic, per-tensor, no fusion,
+fp32 embeddings), the measurements the recipe defaults were chosen from.
+Artifacts go to .cache/bench-int8/<model>/ (`--reuse` keeps existing ones).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# (name, target, precision, [quant] overrides) — the first four are the recipe's defaults.
+MAIN = [
+    ("executorch-fp32", "executorch", "fp32", {}),
+    ("executorch-int8", "executorch", "int8", {}),
+    ("onnx-fp32", "onnx", "fp32", {}),
+    ("onnx-int8", "onnx", "int8", {}),
+]
+VARIANTS = [
+    ("et-int8-static", "executorch", "int8", {"executorch_mode": "static"}),
+    ("et-int8-dynamic", "executorch", "int8", {"executorch_mode": "dynamic"}),
+    ("et-int8-static-pertensor", "executorch", "int8", {"executorch_mode": "static", "per_channel": False}),
+    ("et-int8-dynamic-pertensor", "executorch", "int8", {"executorch_mode": "dynamic", "per_channel": False}),
+    ("et-int8-static-fp32emb", "executorch", "int8", {"executorch_mode": "static", "int8_embeddings": False}),
+    ("onnx-int8-dynamic", "onnx", "int8", {"onnx_mode": "dynamic"}),
+    ("onnx-int8-static", "onnx", "int8", {"onnx_mode": "static"}),
+    ("onnx-int8-dynamic-pertensor", "onnx", "int8", {"onnx_mode": "dynamic", "per_channel": False}),
+    ("onnx-int8-dynamic-nofusion", "onnx", "int8", {"onnx_mode": "dynamic", "onnx_optimize": False}),
+    ("onnx-int8-static-nofusion", "onnx", "int8", {"onnx_mode": "static", "onnx_optimize": False}),
+    ("onnx-int8-dynamic-fp32emb", "onnx", "int8", {"onnx_mode": "dynamic", "int8_embeddings": False}),
+]
+
+
+def load() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip().split("load average:")[-1].strip()
+
+
+def batched(arrays_fn, texts, bs):
+    return [arrays_fn(texts[i:i + bs]) for i in range(0, len(texts), bs)]
+
+
+def median_ms(backend, batches, iters: int) -> float:
+    """Median wall time of backend.run over `iters` calls cycling through `batches` (after 3 warm-up calls)."""
+    for b in batches[:3]:
+        backend.run(b)
+    times = []
+    for i in range(iters):
+        b = batches[i % len(batches)]
+        t0 = time.perf_counter()
+        backend.run(b)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", default=str(ROOT / "runs" / "sst2"), help="A finished build's OUT (recipe.toml, original/, student/).")
+    ap.add_argument("--model", default="student", choices=["student", "original"])
+    ap.add_argument("--variants", action="store_true", help="Also every other int8 mode.")
+    ap.add_argument("--only", nargs="*", help="Artifact names to run (default: all of the selected set).")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--reuse", action="store_true", help="Reuse artifacts already in the cache directory.")
+    args = ap.parse_args()
+
+    import torch
+
+    import targets
+    from runtime_py import parity
+    from runtime_py.backends import open_backend
+    from runtime_py.tokenize import TextEncoder
+    from toolchain import recipe as recipe_mod
+    from toolchain.data import load_dataset
+    from toolchain.debug import load_checkpoint
+    from toolchain.int8 import export_int8
+    from toolchain.model import save_tokenizer_json
+    from toolchain.parity import torch_logits
+
+    run = Path(args.run)
+    ckpt = run / args.model
+    for need in (run / "recipe.toml", ckpt / "config.json", run / "original" / "config.json"):
+        if not need.is_file():
+            sys.exit(f"{need}: missing (build {run} first, e.g. toolformer build samples/recipes/sst2.toml --out runs/sst2)")
+    base = recipe_mod.load(run / "recipe.toml")
+    data = load_dataset(base.data, base.train.seed)
+    cache = ROOT / ".cache" / "bench-int8" / args.model
+    cache.mkdir(parents=True, exist_ok=True)
+    tok = save_tokenizer_json(str(ckpt), cache / "tokenizer.json")
+    max_len = base.train.max_seq_len
+    enc = TextEncoder(tok, max_len)
+    texts, labels = data.validation.texts, np.asarray(data.validation.labels)
+    torch.set_num_threads(args.threads)
+    model = load_checkpoint(ckpt)
+    original = load_checkpoint(run / "original")
+    eval_batches = batched(enc.encode, texts, 32)
+    src_logits = np.concatenate([torch_logits(model, b) for b in eval_batches])
+    orig_logits = src_logits if args.model == "original" else np.concatenate([torch_logits(original, b) for b in eval_batches])
+    rows = [dict(name=f"pytorch {args.model} (eager)", bytes=None, acc=float((src_logits.argmax(1) == labels).mean()),
+                 agree_orig=float((src_logits.argmax(1) == orig_logits.argmax(1)).mean()), agree_src=1.0, cos=1.0)]
+    print(f"# {run}/{args.model}: {len(texts)} validation rows, max_seq_len {max_len}, threads {args.threads}; "
+          f"original accuracy {float((orig_logits.argmax(1) == labels).mean()):.4f}", flush=True)
+
+    lat_b1 = [enc.encode(texts[i:i + 1]) for i in range(0, 64)]
+    lat_b32 = batched(enc.encode, texts[:32 * 8], 32)
+    chosen = MAIN + (VARIANTS if args.variants else [])
+    if args.only:
+        chosen = [c for c in chosen if c[0] in args.only]
+    meta = {"max_seq_len": max_len}
+
+    def export(tname, prec, quant, path):
+        if prec == "int8":
+            r = recipe_mod.load(run / "recipe.toml", {"quant": quant})
+            return export_int8(tname, model, path, r, meta, data.train, tok)
+        t = targets.get(tname)
+        cfg = t.config_type(precision="fp32", max_batch=base.export.max_batch, max_seq_len=max_len,
+                            **({"opset": base.export.opset} if tname == "onnx" else {}))
+        return t.export(model, path, cfg, meta)
+
+    for name, tname, prec, quant in chosen:
+        path = cache / f"{name}{targets.FILE_SUFFIX[tname]}"
+        built = run / "artifacts" / f"model-{tname}-fp32{targets.FILE_SUFFIX[tname]}"
+        if prec == "fp32" and args.model == "student" and built.is_file():
+            path = built  # the build's own fp32 artifact of this student
+        elif not (args.reuse and path.is_file()):
+            t0 = time.perf_counter()
+            try:
+                facts = export(tname, prec, quant, path)
+            except Exception as e:  # one failing variant must not hide the others' numbers
+                print(f"  {name}: export failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", flush=True)
+                continue
+            secs = time.perf_counter() - t0
+            print(f"  exported {name} in {secs:.0f} s: " + ", ".join(f"{k}={v}" for k, v in facts.items()
+                                                                    if k not in ("op_types", "ops_outside_delegate")), flush=True)
+        backend = open_backend(path, tname, threads=args.threads)
+        logits = np.concatenate([backend.run(b) for b in eval_batches])
+        row = dict(name=name, bytes=path.stat().st_size, acc=float((logits.argmax(1) == labels).mean()),
+                   agree_orig=float((logits.argmax(1) == orig_logits.argmax(1)).mean()),
+                   agree_src=float((logits.argmax(1) == src_logits.argmax(1)).mean()),
+                   cos=parity.compare(logits, src_logits)["min_cosine"])
+        row["b1"] = median_ms(backend, lat_b1, args.iters)
+        row["b32"] = median_ms(backend, lat_b32, max(5, args.iters // 3))
+        row["load"] = load()
+        rows.append(row)
+        del backend
+
+    fp32 = {r["name"][:-5]: r["bytes"] for r in rows if r["name"] in ("executorch-fp32", "onnx-fp32")}
+    print(f"\nmodel: {args.model}; load average before/after each artifact's timing shown; machine load now {load()}")
+    print(f"{'artifact':<28} {'size MB':>8} {'vs fp32':>8} {'val acc':>8} {'agree orig':>10} {'agree src':>9} "
+          f"{'min cos':>8} {'b1 ms':>7} {'b32 ms':>8}  load (1/5/15 min)")
+    for r in rows:
+        size = f"{r['bytes'] / 1e6:8.2f}" if r["bytes"] else f"{'-':>8}"
+        kind = "executorch" if r["name"].startswith(("executorch", "et-")) else "onnx"
+        ratio = f"{fp32[kind] / r['bytes']:7.2f}x" if r["bytes"] and fp32.get(kind) else f"{'-':>8}"
+        lat = f"{r['b1']:7.2f} {r['b32']:8.2f}" if "b1" in r else f"{'-':>7} {'-':>8}"
+        print(f"{r['name']:<28} {size} {ratio} {r['acc']:8.4f} {r['agree_orig']:10.4f} {r['agree_src']:9.4f} {r['cos']:8.4f} {lat}  {r.get('load', '')}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()

@@ -1,0 +1,120 @@
+"""Int8 artifacts: quantized ops delegated to XNNPACK, artifacts running through runtime_py and
+`verify`, the export command, and gates failing on a deliberately broken calibration."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_cli, tiny_recipe_dict
+
+TEXTS = ["how do I reset my password", "my card was charged twice for one order", "where is my parcel"]
+
+
+def _manifest(build):
+    return json.loads((build / "bundle" / "manifest.json").read_text())
+
+
+def test_quantized_linears_are_delegated_to_xnnpack(tiny_int8_build):
+    arts = {a["format"]: a for a in _manifest(tiny_int8_build)["artifacts"]}
+    assert {a["precision"] for a in arts.values()} == {"int8"} and set(arts) == {"executorch", "onnx"}
+    et = arts["executorch"]["export"]
+    # 2 layers × (q, k, v, attention out, intermediate, output) + pooler + classifier, all inside XNNPACK.
+    assert et["linears_delegated"] == 14, et
+    assert et["quant_ops_delegated"] >= 2 * 14  # each linear's weight dequantize + activation q/dq
+    outside = et["ops_outside_delegate"]
+    assert not [k for k in outside if "linear" in k or "quantize_per" in k or "dequantize_affine" in k], outside
+    assert outside.get("embedding_byte_default") == 3  # int8 word, position and token-type tables
+    assert et["mode"] == "static" and et["per_channel"] and et["calibration_rows"] == 64
+    assert "samples/support_intents/train.csv" in et["calibration_source"]  # the training split
+    on = arts["onnx"]["export"]
+    assert on["mode"] == "dynamic" and on["op_types"].get("MatMulInteger", 0) == 14, on["op_types"]
+    assert on["op_types"].get("DequantizeLinear", 0) == 3  # the three int8 embedding tables, after their Gathers
+
+
+def test_check_delegation_refuses_work_left_outside():
+    from targets.quant_executorch import DelegationError, check_delegation
+
+    with pytest.raises(DelegationError):  # a quantized linear left to the portable kernels
+        check_delegation({"undelegated": {"aten_linear_default": 1}, "linears_delegated": 13, "quant_ops_delegated": 40})
+    with pytest.raises(DelegationError):  # linears delegated, but nothing quantized
+        check_delegation({"undelegated": {}, "linears_delegated": 14, "quant_ops_delegated": 0})
+    check_delegation({"undelegated": {}, "linears_delegated": 14, "quant_ops_delegated": 40})
+
+
+def test_int8_artifacts_run_through_runtime_py_and_verify(tiny_int8_build):
+    import runtime_py
+    from runtime_py.verify import verify_bundle
+    from toolchain.debug import load_checkpoint
+    from toolchain.parity import torch_logits
+
+    bundle = tiny_int8_build / "bundle"
+    manifest = _manifest(tiny_int8_build)
+    student = load_checkpoint(tiny_int8_build / "student")
+    for key in ("executorch-int8", "onnx-int8"):
+        model = runtime_py.load(bundle, artifact=key)
+        preds = model.predict(TEXTS)
+        assert [p["label"] in manifest["labels"] for p in preds] == [True] * 3
+        got = model.logits(TEXTS)
+        want = torch_logits(student, model.encode(TEXTS))
+        cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+        assert cos.min() > 0.98 and (got.argmax(1) == want.argmax(1)).all(), (key, got, want)
+        assert np.abs(got - want).max() > 0  # really quantized, not an fp32 artifact
+    report = verify_bundle(bundle)
+    assert report["passed"] and len(report["artifacts"]) == 2, report
+    for art in manifest["artifacts"]:  # int8 thresholds from the recipe travel in the manifest
+        assert art["gate"]["vs_reference"] == {"min_cosine": 0.98, "min_top1": 0.95}
+        assert art["parity"]["passed"]
+
+
+def test_export_command_writes_a_gated_int8_artifact(tiny_int8_build, tmp_path):
+    out = tmp_path / "student-int8.onnx"
+    res = run_cli("export", tiny_int8_build / "student", "--target", "onnx", "--precision", "int8",
+                  "--out", out, "--set", "quant.onnx_mode=static", "--set", "quant.calibration_samples=32", timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "PASS" in res.stdout and out.is_file() and str(tiny_int8_build / "recipe.toml") in res.stdout
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no staging left behind
+    bad = run_cli("export", tiny_int8_build / "student", "--target", "onnx", "--out", tmp_path / "x.pte")
+    assert bad.returncode == 2 and "must end in .onnx" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _sensitive_checkpoint(model_dir, dest, labels):
+    """A random tiny classifier drawn with init std 0.15: at the default 0.02 a random tiny BERT gives
+    nearly the same logits for every text, so no calibration could make a difference to them."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    cfg = BertConfig.from_pretrained(model_dir)
+    cfg.initializer_range, cfg.num_labels, cfg.num_hidden_layers = 0.15, len(labels), 2
+    cfg.id2label = dict(enumerate(labels))
+    cfg.label2id = {v: k for k, v in cfg.id2label.items()}
+    torch.manual_seed(0)
+    BertForSequenceClassification(cfg).save_pretrained(dest)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(dest)
+    return dest
+
+
+def test_broken_calibration_fails_the_gate(tiny_model_dir, tmp_path, monkeypatch):
+    from toolchain import int8
+    from toolchain import recipe as recipe_mod
+    from toolchain.data import Split, load_dataset
+    from toolchain.errors import GateError
+    from toolchain.export import export_checkpoint
+
+    r = recipe_mod.build(tiny_recipe_dict(tiny_model_dir, tmp_path / "out", quant={"onnx_mode": "static", "calibration_samples": 32}))
+    ckpt = _sensitive_checkpoint(tiny_model_dir, tmp_path / "ckpt", load_dataset(r.data, 0).labels)
+    good = export_checkpoint(ckpt, "onnx", "int8", tmp_path / "good.onnx", r)  # real training text: passes
+    assert good["parity"]["passed"] and good["export"]["calibration_rows"] == 32
+
+    real = int8.calibration_batches
+
+    def blank(split, *args, **kwargs):
+        # The classic broken calibration: a wrong column read as empty strings, so only [CLS] [SEP] is seen.
+        return real(Split(split.name, [""] * len(split), split.labels, split.source), *args, **kwargs)
+
+    monkeypatch.setattr(int8, "calibration_batches", blank)
+    out = tmp_path / "broken.onnx"
+    with pytest.raises(GateError, match=r"parity gate failed.*cosine"):
+        export_checkpoint(ckpt, "onnx", "int8", out, r)
+    assert not out.exists() and not list(tmp_path.glob(".broken*"))

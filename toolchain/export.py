@@ -1,0 +1,72 @@
+"""`toolformer export`: one artifact (target × precision) from a fine-tuned checkpoint, gated like a build's.
+
+Int8 is calibrated on the recipe's training split; the artifact is checked against the checkpoint
+on the validation split with the recipe's [parity] gate for its precision. The file appears at
+OUT only when it passed (exit 1 and nothing written otherwise).
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import GateError, UsageError
+
+SUFFIX = {"executorch": ".pte", "onnx": ".onnx"}
+
+
+def export_checkpoint(checkpoint: str | Path, target: str, precision: str, out: str | Path, r,
+                      force: bool = False, debug: bool = False) -> dict:
+    """Export CHECKPOINT to OUT; returns {"export": facts, "parity": result, "files": [...]}."""
+    import targets
+    from runtime_py.backends import open_backend
+
+    from . import parity as parity_mod
+    from .data import load_dataset
+    from .debug import load_checkpoint
+    from .int8 import export_int8
+    from .model import save_tokenizer_json
+
+    ckpt, out = Path(checkpoint), Path(out)
+    if target not in SUFFIX:
+        raise UsageError(f"--target must be executorch or onnx, got {target!r}")
+    if precision not in ("fp32", "int8"):
+        raise UsageError(f"--precision must be fp32 or int8, got {precision!r}")
+    if out.suffix != SUFFIX[target]:
+        raise UsageError(f"{out}: a {target} artifact must end in {SUFFIX[target]}")
+    if out.exists() and not force:
+        raise UsageError(f"{out}: exists; pass --force to replace it")
+    if not out.parent.is_dir():
+        raise UsageError(f"{out.parent}: no such directory")
+    model = load_checkpoint(ckpt)
+    data = load_dataset(r.data, r.train.seed)
+    max_len = r.train.max_seq_len
+    meta = {"max_seq_len": max_len}
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+        tok = save_tokenizer_json(str(ckpt), Path(tmp) / "tokenizer.json")
+        staged = Path(tmp) / out.name
+        try:
+            if precision == "int8":
+                facts = export_int8(target, model, staged, r, meta, data.train, tok, debug_twin=debug)
+            else:
+                t = targets.get(target)
+                cfg = t.config_type(precision="fp32", max_batch=r.export.max_batch, max_seq_len=max_len,
+                                    **({"opset": r.export.opset} if target == "onnx" else {}))
+                facts = t.export(model, staged, cfg, meta)
+                if debug and target == "executorch":
+                    from targets.quant_executorch import export_fp32_twin
+
+                    facts.update(export_fp32_twin(model, staged, r.export.max_batch, max_len, meta))
+        except ValueError as e:
+            raise UsageError(f"export {target} {precision}: {e}") from None
+        p = r.parity
+        sets = parity_mod.parity_batches(data.validation, tok, max_len, p.seq_lens, p.batch_size, p.num_examples)
+        src = parity_mod.reference_outputs(model, sets)
+        gate = parity_mod.gate_for(precision, p)
+        res = parity_mod.check_artifact(open_backend(staged, target), sets, src, src, gate)
+        if not res["passed"]:
+            raise GateError(f"{out.name}: parity gate failed, nothing written: " + "; ".join(res["reasons"]))
+        files = [f for f in Path(tmp).iterdir() if f.name.startswith(out.stem) and f.name != "tokenizer.json"]
+        for f in files:
+            shutil.move(str(f), out.parent / f.name)
+    return {"export": facts, "parity": res, "files": [str(out.parent / f.name) for f in files]}

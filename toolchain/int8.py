@@ -1,0 +1,58 @@
+"""Int8 export glue: the recipe's [quant] section → a target's int8 config, and calibration text.
+
+Calibration is real task text from the training split (seeded), tokenized exactly as the artifact
+will see it at run time: padded to each batch's longest row, so padding is in the calibrated ranges.
+"""
+from __future__ import annotations
+
+from .data import Split
+
+CALIBRATION_BATCH = 16
+
+
+def calibration_batches(split: Split, tokenizer_file, max_seq_len: int, n: int, seed: int,
+                        batch_size: int = CALIBRATION_BATCH) -> list[dict]:
+    """Token-array batches of `n` seeded rows of `split` (the training split)."""
+    from runtime_py.tokenize import TextEncoder
+
+    rows = split.subset(n, seed)
+    enc = TextEncoder(tokenizer_file, max_seq_len)
+    return [enc.encode(rows.texts[i:i + batch_size]) for i in range(0, len(rows), batch_size)]
+
+
+def target_config(target: str, r, debug_twin: bool | None = None):
+    """The int8 config of `target` ("executorch" | "onnx") from recipe `r`."""
+    q = r.quant
+    common = {"max_batch": r.export.max_batch, "max_seq_len": r.train.max_seq_len, "per_channel": q.per_channel,
+              "int8_embeddings": q.int8_embeddings}
+    if target == "executorch":
+        from targets.quant_executorch import ExecuTorchInt8Config
+
+        return ExecuTorchInt8Config(mode=q.executorch_mode, debug_twin=q.debug_twins if debug_twin is None else debug_twin,
+                                    **common)
+    if target == "onnx":
+        from targets.quant_onnx import OnnxInt8Config
+
+        return OnnxInt8Config(mode=q.onnx_mode, opset=r.export.opset, preset=q.onnx_preset, optimize=q.onnx_optimize,
+                              exclude_op_types=tuple(q.onnx_exclude_op_types), **common)
+    raise ValueError(f"no int8 path for target {target!r}")
+
+
+def needs_calibration(target: str, r) -> bool:
+    """Static modes learn activation ranges from text; dynamic ones only need one pass (any batch)."""
+    mode = r.quant.executorch_mode if target == "executorch" else r.quant.onnx_mode
+    return mode == "static"
+
+
+def export_int8(target: str, model, path, r, metadata: dict, train_split: Split, tokenizer_file,
+                debug_twin: bool | None = None) -> dict:
+    """Quantize `model` for `target` at `path` as recipe `r` says, calibrated on `train_split`; returns export facts."""
+    import targets
+
+    cfg = target_config(target, r, debug_twin)
+    n = r.quant.calibration_samples if needs_calibration(target, r) else CALIBRATION_BATCH
+    calib = calibration_batches(train_split, tokenizer_file, r.train.max_seq_len, n, r.train.seed)
+    facts = targets.get(target, "int8").export(model, path, cfg, metadata, calibration=calib)
+    if needs_calibration(target, r):
+        facts["calibration_source"] = f"{sum(len(b['input_ids']) for b in calib)} rows of {train_split.source or 'the training split'} (seed {r.train.seed})"
+    return facts
