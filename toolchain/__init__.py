@@ -4,6 +4,7 @@ import logging as _logging
 __version__ = "0.1.0"
 
 # torchao logs a warning per CUDA-only extension it cannot load on a CPU build, and torch's pytree
-# warns about torchao's Enum registrations: noise on every command that would bury our one-line errors.
-for _name in ("torchao", "torch.utils._pytree"):
+# warns about torchao's Enum registrations, and the ONNX exporter warns that torchvision is absent:
+# noise on every command that would bury our one-line errors.
+for _name in ("torchao", "torch.utils._pytree", "torch.onnx._internal.exporter._registration"):
     _logging.getLogger(_name).setLevel(_logging.ERROR)
