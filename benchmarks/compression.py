@@ -92,9 +92,10 @@ def build_student(args, original, data, encoder, layers: int, variant: str, teac
     torch.manual_seed(args.seed)
     student = truncate(original, list(range(layers)))
     if "prune" in variant:
+        heads, ffn = prune_spec(args, variant)
         imp = [(to_torch(a, torch.device("cpu")), torch.from_numpy(y))
                for (a, y), _ in zip(batches(data.train, encoder, 32, shuffle=True, seed=args.seed), range(args.importance_batches))]
-        prune.prune(student, prune.PruneConfig(heads=args.prune_heads, ffn=args.prune_ffn, importance="gradient"), batches=imp)
+        prune.prune(student, prune.PruneConfig(heads=heads, ffn=ffn, importance="gradient"), batches=imp)
     student.bert.embeddings.word_embeddings.weight.requires_grad_(not args.freeze_embeddings)
     distiller = None
     if variant.startswith("kd"):
@@ -108,6 +109,21 @@ def build_student(args, original, data, encoder, layers: int, variant: str, teac
     student.save_pretrained(dest)
     (dest / "bench.json").write_text(json.dumps({"train_seconds": time.perf_counter() - t0, "best_epoch": res.best_epoch}))
     return student
+
+
+def prune_spec(args, variant: str) -> tuple[float, float]:
+    """Heads/FFN fractions of a pruning variant: 'kd-prune' uses --prune-heads/--prune-ffn, 'kd-prune:H:F' its own."""
+    parts = variant.split(":")
+    return (float(parts[1]), float(parts[2])) if len(parts) == 3 else (args.prune_heads, args.prune_ffn)
+
+
+def jobs(args) -> list[tuple[int, str]]:
+    """(layers, variant) pairs: every --layers x --variants, then each --extra 'L:variant'."""
+    out = [(int(L), v) for L in args.layers.split(",") for v in args.variants.split(",")]
+    for e in args.extra:
+        L, v = e.split(":", 1)
+        out.append((int(L), v))
+    return out
 
 
 def export_onnx(model, path: Path, max_seq_len: int) -> Path:
@@ -147,6 +163,11 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--layers", default="1,2,3")
     ap.add_argument("--variants", default="ce,kd,kd-prune", help="ce | kd | kd-prune | ce-prune, comma-separated.")
+    ap.add_argument("--extra", action="append", default=[], metavar="L:VARIANT",
+                    help="One more student, e.g. 3:kd-prune:0.25:0.25 (3 layers, a quarter of the heads and FFN neurons pruned).")
+    ap.add_argument("--vocab-rows", action=argparse.BooleanOptionalAction, default=True,
+                    help="Add each student's vocabulary-pruned version (+vocab) to the table.")
+    ap.add_argument("--vocab-min-count", type=int, default=1, help="Occurrences in the train file a token needs to keep its row.")
     ap.add_argument("--prune-heads", type=float, default=0.5)
     ap.add_argument("--prune-ffn", type=float, default=0.5)
     ap.add_argument("--importance-batches", type=int, default=16)
@@ -189,33 +210,34 @@ def main(argv=None) -> int:
 
     # Vocabulary kept for the pruned-vocabulary rows: every token of the full SST-2 train file (not dev).
     rows_all, cols = read_table(SST2 / "train.tsv")
-    keep_ids = vocab.corpus_ids(tok, [r["sentence"] for r in rows_all])
-    vocab_tok = vocab.prune_tokenizer(tok, keep_ids, cache / f"vocab-{orig_key}" / "tokenizer.json")
+    keep_ids = vocab.corpus_ids(tok, [r["sentence"] for r in rows_all], vocab.VocabConfig(min_count=args.vocab_min_count))
+    vocab_tok = vocab.prune_tokenizer(tok, keep_ids, cache / f"vocab-{orig_key}-m{args.vocab_min_count}" / "tokenizer.json")
     vocab_encoder = TextEncoder(vocab_tok, args.max_seq_len)
     log(f"vocabulary of the full train file: {len(keep_ids)} of {original.config.vocab_size} tokens")
 
     models = {"original": (original, encoder, {"layers": 6, "variant": "original"})}
     teacher_cache: dict = {}
-    for L in [int(x) for x in args.layers.split(",")]:
-        for variant in args.variants.split(","):
-            key = (f"{orig_key}-L{L}-{variant}-n{args.train_samples}-e{args.epochs:g}-lr{args.lr:g}-s{args.seed}"
-                   + (f"-T{args.temperature:g}-a{args.alpha:g}" if variant.startswith("kd") else "") + ("-fz" if args.freeze_embeddings else "")
-                   + (f"-h{args.prune_heads:g}-f{args.prune_ffn:g}-b{args.importance_batches}" if "prune" in variant else ""))
-            dest = cache / key
-            if (dest / "bench.json").is_file():
-                log(f"L{L} {variant}: cached ({dest.name})")
-                m = model_mod.load_classifier(str(dest), data.labels)
-            else:
-                log(f"L{L} {variant}: training ({uptime()})")
-                m = build_student(args, original, data, encoder, L, variant, teacher_cache, dest)
-            m.to("cpu").eval()
-            meta = json.loads((dest / "bench.json").read_text())
-            models[f"L{L} {variant}"] = (m, encoder, {"layers": L, "variant": variant, "dir": str(dest), **meta})
-            if variant.startswith("kd"):
-                import copy
+    for L, variant in jobs(args):
+        heads, ffn = prune_spec(args, variant)
+        key = (f"{orig_key}-L{L}-{variant.split(':')[0]}-n{args.train_samples}-e{args.epochs:g}-lr{args.lr:g}-s{args.seed}"
+               + (f"-T{args.temperature:g}-a{args.alpha:g}" if variant.startswith("kd") else "") + ("-fz" if args.freeze_embeddings else "")
+               + (f"-h{heads:g}-f{ffn:g}-b{args.importance_batches}" if "prune" in variant else ""))
+        dest = cache / key
+        if (dest / "bench.json").is_file():
+            log(f"L{L} {variant}: cached ({dest.name})")
+            m = model_mod.load_classifier(str(dest), data.labels)
+        else:
+            log(f"L{L} {variant}: training ({uptime()})")
+            m = build_student(args, original, data, encoder, L, variant, teacher_cache, dest)
+        m.to("cpu").eval()
+        meta = json.loads((dest / "bench.json").read_text())
+        models[f"L{L} {variant}"] = (m, encoder, {"layers": L, "variant": variant, "dir": str(dest), **meta})
+        if args.vocab_rows:
+            import copy
 
-                small = vocab.prune_embeddings(copy.deepcopy(m), keep_ids)
-                models[f"L{L} {variant}+vocab"] = (small, vocab_encoder, {"layers": L, "variant": variant + "+vocab", "dir": str(dest)})
+            # Post-hoc and exact for in-vocabulary text: no retraining.
+            small = vocab.prune_positions(vocab.prune_embeddings(copy.deepcopy(m), keep_ids), args.max_seq_len)
+            models[f"L{L} {variant}+vocab"] = (small, vocab_encoder, {"layers": L, "variant": variant + "+vocab", "dir": str(dest)})
 
     log(f"evaluating and exporting {len(models)} models")
     rows, onnx_files, encoders = [], {}, {}
@@ -225,7 +247,8 @@ def main(argv=None) -> int:
         orig_acc = acc if name == "original" else orig_acc
         out_dir = Path(meta.get("dir", cache / f"original-onnx-{orig_key}"))
         out_dir.mkdir(parents=True, exist_ok=True)
-        onnx_path = export_onnx(m, out_dir / ("model-vocab.onnx" if name.endswith("+vocab") else "model.onnx"), args.max_seq_len)
+        onnx_name = f"model-vocab{args.vocab_min_count}-pos{args.max_seq_len}.onnx" if name.endswith("+vocab") else "model.onnx"
+        onnx_path = export_onnx(m, out_dir / onnx_name, args.max_seq_len)
         onnx_files[name], encoders[name] = onnx_path, enc
         row = measure.describe(m, name, args.max_seq_len, acc)
         row.update({"variant": meta["variant"], "onnx_bytes": onnx_path.stat().st_size, "train_seconds": meta.get("train_seconds")})
@@ -247,7 +270,9 @@ def main(argv=None) -> int:
               f"{r['onnx_bytes'] / 1e6:.2f} | {r['flops'] / 1e9:.3f} | {100 * r['val_accuracy']:.2f}% | "
               f"{100 * r['val_accuracy'] / orig_acc:.1f}% | {r['p50_ms']:.2f} |")
     best = [r for r in rows[1:] if r["onnx_bytes"] < 40e6 and r["val_accuracy"] >= 0.97 * orig_acc]
-    print(f"\nstudents under 40 MB (ONNX fp32) keeping >= 97% of the original's dev accuracy: "
+    print(f"\n+vocab: word-embedding rows kept for the {len(keep_ids)} tokens seen >= {args.vocab_min_count}x in the SST-2 train file, position rows "
+          f"cut to {args.max_seq_len}; no retraining.")
+    print(f"students under 40 MB (ONNX fp32) keeping >= 97% of the original's dev accuracy: "
           f"{', '.join(r['stage'] for r in best) or 'none'}")
     print(f"train subset {len(data.train)} rows, {args.epochs:g} epochs per student, dev {len(data.validation)} sentences; "
           f"{'frozen' if args.freeze_embeddings else 'trained'} word embeddings, {args.torch_threads} training thread(s); "

@@ -10,7 +10,7 @@ import pytest
 from conftest import run_cli, tiny_recipe_dict
 
 COMPRESS = {"prune_heads": 0.5, "prune_ffn": 0.5, "prune_steps": 2, "recovery_epochs": 1.0, "sparsity": 0.3,
-            "prune_vocab": True, "archive": "zst", "hidden_weight": 1.0, "attention_weight": 1.0}
+            "prune_vocab": True, "prune_positions": True, "archive": "zst", "hidden_weight": 1.0, "attention_weight": 1.0}
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +27,12 @@ def compressed(tiny_model_dir, tmp_path_factory):
 def test_stages_recorded_and_shrinking(compressed):
     out, summary = compressed
     rows = summary["compression"]["stages"]
-    assert [r["stage"] for r in rows] == ["original", "truncate", "prune", "sparsity", "distil", "vocab"]
+    assert [r["stage"] for r in rows] == ["original", "truncate", "prune", "sparsity", "distil", "vocab", "positions"]
     assert rows[2]["heads"] == [2, 2] and rows[2]["ffn"] == [32, 32] and rows[2]["steps"] == 2
     assert (out / "recovery-1" / "train_result.json").is_file()  # iterative: recovery between the two steps
     params = [r["params"] for r in rows]
     assert params[1] < params[0] and params[2] < params[1] and params[5] < params[4]
+    assert params[6] == params[5] - (128 - 32) * 32  # position rows past max_seq_len (32) dropped
     flops = [r["flops"] for r in rows]
     assert flops[0] > flops[1] > flops[2] > 0
     assert rows[4]["sparsity"]["linear_sparsity"] == pytest.approx(0.3, abs=0.01)
@@ -71,12 +72,17 @@ def test_bundle_ships_pruned_tokenizer_report_and_archive(compressed):
     vocab = json.loads((b / "tokenizer.json").read_text())["model"]["vocab"]
     new_vocab = summary["compression"]["facts"]["vocab"]["new_vocab"]
     assert len(vocab) == new_vocab == summary["compression"]["stages"][-1]["vocab"]
+    assert rows_of(summary)[-1]["val_accuracy"] == rows_of(summary)[-2]["val_accuracy"]  # positions: same function
     archive = out / "bundle.tar.zst"
     assert summary["archive"]["bytes"] == archive.stat().st_size < summary["archive"]["bundle_bytes"]
     assert verify_bundle(archive)["passed"]
     m = runtime_py.load(archive, artifact="onnx-fp32")
     logits = m.logits(["where is my parcel", "qwxz unheard-of words"])
     assert logits.shape == (2, len(summary["labels"])) and np.isfinite(logits).all()
+
+
+def rows_of(summary):
+    return summary["compression"]["stages"]
 
 
 def test_student_checkpoint_reloads_as_shipped(compressed):

@@ -82,3 +82,58 @@ def test_keep_chars_and_min_count(pruned):
     assert set(base) < set(chars) and set(rare) < set(base)
     specials = vocab.special_ids(json.loads(pruned["tok"].read_text()))
     assert set(specials) <= set(rare)  # specials survive any threshold
+
+
+def test_position_rows_past_max_seq_len_are_dropped_without_changing_logits(pruned, tmp_path):
+    import copy
+
+    from runtime_py.tokenize import TextEncoder
+    from toolchain import model as model_mod
+    from toolchain.compress import vocab
+
+    m = copy.deepcopy(pruned["small"])
+    arrays = TextEncoder(pruned["new_tok"], 16).encode(CORPUS + ["where is my parcel " * 10], pad_to=16)
+    before = _logits(m, arrays)
+    vocab.prune_positions(m, 16)
+    assert m.bert.embeddings.position_embeddings.weight.shape[0] == 16 == m.config.max_position_embeddings
+    torch.testing.assert_close(_logits(m, arrays), before, atol=0, rtol=0)
+    m.save_pretrained(tmp_path)
+    back = model_mod.load_classifier(str(tmp_path), ["a", "b", "c"])
+    torch.testing.assert_close(_logits(back, arrays), before, atol=0, rtol=0)
+
+
+@pytest.mark.slow
+def test_minilm_vocabulary_pruned_on_sst2_train_keeps_dev_logits(tmp_path):
+    """Real tokenizer and weights: ids renumbered (specials move from 100-103), logits unchanged
+    for every dev sentence whose tokens all occur in train, [UNK] for the rest exactly as at runtime."""
+    from conftest import SHARED_DATA
+    from runtime_py.tokenize import TextEncoder
+    from toolchain import model as model_mod
+    from toolchain.compress import vocab
+    from toolchain.data import read_table
+
+    sst2 = SHARED_DATA / "sst2"
+    if not (sst2 / "train.tsv").is_file():
+        pytest.skip("SST-2 not available")
+    src = str(model_mod.default_model_dir())
+    tok = model_mod.save_tokenizer_json(src, tmp_path / "orig.json")
+    train = [r["sentence"] for r in read_table(sst2 / "train.tsv")[0]]
+    dev = [r["content"] for r in read_table(sst2 / "dev.tsv")[0]][:96]
+    m = model_mod.load_classifier(src, ["0", "1"]).eval()
+    import copy
+
+    small, new_tok, facts = vocab.prune_vocab(copy.deepcopy(m), tok, train, tmp_path / "new.json")
+    assert facts["new_vocab"] < 0.5 * facts["old_vocab"]
+    old = TextEncoder(tok, 64).encode(dev)
+    new = TextEncoder(new_tok, 64).encode(dev)
+    keep = vocab.corpus_ids(tok, train)
+    in_vocab = np.isin(old["input_ids"], keep).all(axis=1)
+    assert in_vocab.sum() > 48
+    lo, ln = _logits(m, old), _logits(small, new)
+    torch.testing.assert_close(ln[torch.from_numpy(in_vocab)], lo[torch.from_numpy(in_vocab)], atol=1e-5, rtol=0)
+    unk = json.loads(new_tok.read_text())["model"]["vocab"]["[UNK]"]
+    has_unk = (new["input_ids"] == unk).any(axis=1)
+    # Only sentences with a dropped token change: spelled with kept pieces, or [UNK] where none fit.
+    assert unk != 100 and not (has_unk & in_vocab).any()
+    enc = TextEncoder(new_tok, 64).tokenizer.encode("a ☃ movie")  # a character no training sentence has
+    assert enc.tokens[1:4] == ["a", "[UNK]", "movie"] and enc.ids[2] == unk

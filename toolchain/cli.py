@@ -277,7 +277,7 @@ def finetune(recipe, out, model, train_file, validation, text_column, text_pair_
 @click.option("--num-layers", type=int, help="Transformer layers kept in the student (0 = all).")
 @click.option("--epochs", type=float, help="Epochs of distillation / recovery training of the student.")
 @click.option("--max-seq-len", type=int, help="Token limit.")
-@click.option("--out", help="Output directory (default: CHECKPOINT-compressed; OUT-compressed for a build's OUT/original).")
+@click.option("--out", help="Output directory (default: a RECIPE's out, else CHECKPOINT-compressed, or OUT-compressed for a build's OUT/original).")
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any recipe key (repeatable).")
 @click.option("--force", is_flag=True, help="Replace an existing output directory once the new one is complete.")
 @compress_options
@@ -299,6 +299,7 @@ def compress(checkpoint, recipe, train_file, validation, test, text_column, text
     ckpt = Path(checkpoint)
     if not ckpt.is_dir():
         raise UsageError(f"{ckpt}: no such checkpoint directory")
+    own_recipe = recipe is not None  # its `out` is kept; a found build recipe's `out` is the build's, not ours
     if recipe is None and (found := find_recipe(ckpt)) is not None:
         recipe = str(found)
         click.echo(f"recipe: {recipe}")
@@ -317,7 +318,8 @@ def compress(checkpoint, recipe, train_file, validation, test, text_column, text
     labels = checkpoint_labels(ckpt)
     if labels and "labels" not in over.get("data", {}):
         over.setdefault("data", {})["labels"] = labels  # the head's order, not a re-sorted one
-    over["out"] = out or default_out(ckpt)
+    if out or not own_recipe:
+        over["out"] = out or default_out(ckpt)
     apply_flags(over, compress_flags)
     r = recipe_mod.load(recipe, over)
 

@@ -121,6 +121,7 @@ class CompressSection:
     sparsity: float = _f(0.0, "Unstructured magnitude sparsity of the encoder's Linear weights, kept as real zeros.")
     sparsity_scope: str = _f("global", "Sparsity threshold: global (one for all Linears) | layer (the same fraction each).")
     prune_vocab: bool = _f(False, "Keep only the token ids the training corpus uses; ships a matching tokenizer.json.")
+    prune_positions: bool = _f(False, "Keep only train.max_seq_len position embeddings (rows past it are never read).")
     vocab_min_count: int = _f(1, "Corpus occurrences a token needs to keep its embedding row.")
     vocab_keep_chars: bool = _f(False, "Also keep single-character pieces, so unseen words spell out instead of becoming [UNK].")
     vocab_extra_files: list = _f([], "More text files (same text columns as the data) whose tokens are kept too, e.g. the full train set.")

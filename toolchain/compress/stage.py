@@ -19,7 +19,7 @@ class StudentResult:
 def compressing(r) -> bool:
     """Whether the recipe asks for any compression beyond layer truncation."""
     c = r.compress
-    return bool(c.prune_heads or c.prune_ffn or c.sparsity or c.prune_vocab)
+    return bool(c.prune_heads or c.prune_ffn or c.sparsity or c.prune_vocab or c.prune_positions)
 
 
 def wants_student(r, total_layers: int) -> bool:
@@ -131,6 +131,11 @@ def make_student(r, original, data, encoder, tok_file: Path, work: Path, source:
         rows.append(measure.describe(student, "vocab", L, ev(student, enc2), **vfacts))
         facts["vocab"] = vfacts
         stages.end(**vfacts, val_accuracy=rows[-1]["val_accuracy"])
+
+    if c.prune_positions:
+        n0 = student.config.max_position_embeddings
+        vocab.prune_positions(student, L)
+        rows.append(measure.describe(student, "positions", L, ev(student, TextEncoder(ship_tok, L)), old_positions=n0))
 
     out = work / "student"
     student.save_pretrained(out)  # the final weights (masks folded in), replacing train()'s checkpoint

@@ -120,6 +120,28 @@ def prune_embeddings(model, keep_ids: np.ndarray):
     return model
 
 
+def prune_positions(model, max_len: int):
+    """Keep the first `max_len` position embeddings, in place: the tokenizer truncates to max_seq_len,
+    so rows past it are never read (exactly the same function for every input the bundle accepts)."""
+    import torch
+
+    emb = model.bert.embeddings
+    n = emb.position_embeddings.num_embeddings
+    if max_len >= n:
+        return model
+    new = torch.nn.Embedding(max_len, emb.position_embeddings.embedding_dim, device=emb.position_embeddings.weight.device,
+                             dtype=emb.position_embeddings.weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(emb.position_embeddings.weight[:max_len])
+    emb.position_embeddings = new
+    # The registered (non-persistent) buffers BertEmbeddings slices position and type ids from.
+    emb.position_ids = emb.position_ids[:, :max_len].clone()
+    if hasattr(emb, "token_type_ids"):
+        emb.token_type_ids = emb.token_type_ids[:, :max_len].clone()
+    model.config.max_position_embeddings = max_len
+    return model
+
+
 def prune_vocab(model, tokenizer_file, texts, dest_tokenizer, cfg: VocabConfig = VocabConfig()):
     """Shrink `model`'s vocabulary to what `texts` use; returns (model, new tokenizer.json, facts)."""
     keep = corpus_ids(tokenizer_file, texts, cfg)
