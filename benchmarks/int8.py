@@ -10,7 +10,8 @@ the full validation split through runtime_py: accuracy, top-1 agreement with the
 fine-tuned 6-layer model) and with its own fp32 source, and median latency over real dev sentences
 at batch 1 (each sentence at its own length) and batch 32 (padded to the longest), `--threads`
 intra-op threads. `--variants` adds the other int8 modes (static/dynamic, per-tensor, no fusion,
-fp32 embeddings), the measurements the recipe defaults were chosen from.
+fp32 embeddings), the measurements the recipe defaults were chosen from. `cosine` is the int8 gate's
+metric (cosine of the row-centred logit matrices vs the fp32 source); `row min` the worst single row's.
 Artifacts go to .cache/bench-int8/<model>/ (`--reuse` keeps existing ones).
 """
 from __future__ import annotations
@@ -75,6 +76,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", default=str(ROOT / "runs" / "sst2"), help="A finished build's OUT (recipe.toml, original/, student/).")
     ap.add_argument("--model", default="student", choices=["student", "original"])
+    ap.add_argument("--original", help="The fine-tuned original (default: RUN/original; a `toolformer compress` OUT has none).")
     ap.add_argument("--variants", action="store_true", help="Also every other int8 mode.")
     ap.add_argument("--only", nargs="*", help="Artifact names to run (default: all of the selected set).")
     ap.add_argument("--threads", type=int, default=2)
@@ -97,12 +99,13 @@ def main() -> None:
 
     run = Path(args.run)
     ckpt = run / args.model
-    for need in (run / "recipe.toml", ckpt / "config.json", run / "original" / "config.json"):
+    orig_dir = Path(args.original) if args.original else run / "original"
+    for need in (run / "recipe.toml", ckpt / "config.json", orig_dir / "config.json"):
         if not need.is_file():
             sys.exit(f"{need}: missing (build {run} first, e.g. toolformer build samples/recipes/sst2.toml --out runs/sst2)")
     base = recipe_mod.load(run / "recipe.toml")
     data = load_dataset(base.data, base.train.seed)
-    cache = ROOT / ".cache" / "bench-int8" / args.model
+    cache = ROOT / ".cache" / "bench-int8" / (args.model if run.name == "sst2" else f"{run.name}-{args.model}")
     cache.mkdir(parents=True, exist_ok=True)
     tok = save_tokenizer_json(str(ckpt), cache / "tokenizer.json")
     max_len = base.train.max_seq_len
@@ -110,12 +113,12 @@ def main() -> None:
     texts, labels = data.validation.texts, np.asarray(data.validation.labels)
     torch.set_num_threads(args.threads)
     model = load_checkpoint(ckpt)
-    original = load_checkpoint(run / "original")
+    original = load_checkpoint(orig_dir)
     eval_batches = batched(enc.encode, texts, 32)
     src_logits = np.concatenate([torch_logits(model, b) for b in eval_batches])
     orig_logits = src_logits if args.model == "original" else np.concatenate([torch_logits(original, b) for b in eval_batches])
     rows = [dict(name=f"pytorch {args.model} (eager)", bytes=None, acc=float((src_logits.argmax(1) == labels).mean()),
-                 agree_orig=float((src_logits.argmax(1) == orig_logits.argmax(1)).mean()), agree_src=1.0, cos=1.0)]
+                 agree_orig=float((src_logits.argmax(1) == orig_logits.argmax(1)).mean()), agree_src=1.0, cos=1.0, mincos=1.0)]
     print(f"# {run}/{args.model}: {len(texts)} validation rows, max_seq_len {max_len}, threads {args.threads}; "
           f"original accuracy {float((orig_logits.argmax(1) == labels).mean()):.4f}", flush=True)
 
@@ -152,10 +155,11 @@ def main() -> None:
                                                                     if k not in ("op_types", "ops_outside_delegate")), flush=True)
         backend = open_backend(path, tname, threads=args.threads)
         logits = np.concatenate([backend.run(b) for b in eval_batches])
+        cmp = parity.compare(logits, src_logits)  # logit-matrix cosine (the int8 gate) and the worst row's
         row = dict(name=name, bytes=path.stat().st_size, acc=float((logits.argmax(1) == labels).mean()),
                    agree_orig=float((logits.argmax(1) == orig_logits.argmax(1)).mean()),
                    agree_src=float((logits.argmax(1) == src_logits.argmax(1)).mean()),
-                   cos=parity.compare(logits, src_logits)["min_cosine"])
+                   cos=cmp["logit_cosine"], mincos=cmp["min_cosine"])
         row["b1"] = median_ms(backend, lat_b1, args.iters)
         row["b32"] = median_ms(backend, lat_b32, max(5, args.iters // 3))
         row["load"] = load()
@@ -165,13 +169,13 @@ def main() -> None:
     fp32 = {r["name"][:-5]: r["bytes"] for r in rows if r["name"] in ("executorch-fp32", "onnx-fp32")}
     print(f"\nmodel: {args.model}; load average before/after each artifact's timing shown; machine load now {load()}")
     print(f"{'artifact':<28} {'size MB':>8} {'vs fp32':>8} {'val acc':>8} {'agree orig':>10} {'agree src':>9} "
-          f"{'min cos':>8} {'b1 ms':>7} {'b32 ms':>8}  load (1/5/15 min)")
+          f"{'cosine':>8} {'row min':>8} {'b1 ms':>7} {'b32 ms':>8}  load (1/5/15 min)")
     for r in rows:
         size = f"{r['bytes'] / 1e6:8.2f}" if r["bytes"] else f"{'-':>8}"
         kind = "executorch" if r["name"].startswith(("executorch", "et-")) else "onnx"
         ratio = f"{fp32[kind] / r['bytes']:7.2f}x" if r["bytes"] and fp32.get(kind) else f"{'-':>8}"
         lat = f"{r['b1']:7.2f} {r['b32']:8.2f}" if "b1" in r else f"{'-':>7} {'-':>8}"
-        print(f"{r['name']:<28} {size} {ratio} {r['acc']:8.4f} {r['agree_orig']:10.4f} {r['agree_src']:9.4f} {r['cos']:8.4f} {lat}  {r.get('load', '')}")
+        print(f"{r['name']:<28} {size} {ratio} {r['acc']:8.4f} {r['agree_orig']:10.4f} {r['agree_src']:9.4f} {r['cos']:8.4f} {r['mincos']:8.4f} {lat}  {r.get('load', '')}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
     python benchmarks/soak.py [BUNDLE] [--n 5000] [--threads 1] [--only onnx-fp32] [--texts FILE]
 
 Each artifact runs in its own process (so one runtime's memory never shows up in another's): load
-the bundle with runtime_py, warm up, then predict batches of 1-16 texts whose lengths run from one
+the bundle with runtime_py, warm up (every thread at once on the largest batch, so memory arenas
+reach the size the peak work needs), then predict batches of 1-16 texts whose lengths run from one
 word to twice max_seq_len (so truncation is exercised), from `--threads` threads at once. RSS
 (VmRSS) is sampled every tenth of the run; the table shows it after load, after warm-up, at the
 end and the growth from warm-up to the end, with a verdict: flat when the growth stays under
@@ -57,9 +58,7 @@ def worker(bundle: Path, artifact: str, n: int, threads: int, texts_file: str | 
     def batch():
         return [" ".join(rng.choices(words, k=rng.randint(1, max_words))) for _ in range(rng.randint(1, 16))]
 
-    for _ in range(40):  # warm-up: every runtime allocates its arenas on the first shapes it meets
-        model.predict(batch())
-    rss_warm = rss_mb()
+    biggest = [" ".join(rng.choices(words, k=max_words)) for _ in range(16)]
     batches, total = [], 0
     while total < n:
         b = batch()
@@ -67,8 +66,14 @@ def worker(bundle: Path, artifact: str, n: int, threads: int, texts_file: str | 
         total += len(b)
     samples, done = [], 0
     step = max(1, len(batches) // 10)
-    t1 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=threads) as pool:
+        # Warm-up: runtimes size their memory arenas to the largest work in flight at once, so every
+        # thread runs the largest batch (16 texts at max_seq_len) together, then some mixed batches.
+        for _ in range(3):
+            list(pool.map(model.predict, [biggest] * threads))
+        list(pool.map(model.predict, [batch() for _ in range(40)]))
+        rss_warm = rss_mb()
+        t1 = time.perf_counter()
         for i in range(0, len(batches), step):
             for preds in pool.map(model.predict, batches[i:i + step]):
                 done += len(preds)

@@ -103,13 +103,12 @@ def tiny_build(tiny_model_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_int8_build(tiny_model_dir, tmp_path_factory) -> Path:
-    """A tiny build with int8 artifacts only (ExecuTorch static with its debug twin, ONNX dynamic); read-only."""
+    """A tiny build with int8 artifacts only (the default [quant] settings, plus the ExecuTorch debug twin); read-only."""
     from toolchain import recipe as recipe_mod
     from toolchain.pipeline import build
 
     out = tmp_path_factory.mktemp("tiny-int8-build") / "out"
-    build(recipe_mod.build(tiny_recipe_dict(tiny_model_dir, out, export={"precisions": ["int8"]},
-                                            quant={"debug_twins": True, "calibration_samples": 64})))
+    build(recipe_mod.build(tiny_recipe_dict(tiny_model_dir, out, export={"precisions": ["int8"]}, quant={"debug_twins": True})))
     return out
 
 

@@ -81,7 +81,9 @@ class ExportSection:
 class ParitySection:
     fp32_max_abs: float = _f(1e-4, "fp32 artifact vs the PyTorch model it came from: max-abs logit error.")
     fp32_min_cosine: float = _f(0.99999, "fp32 artifact vs its PyTorch source: minimum cosine of logits.")
-    int8_min_cosine: float = _f(0.98, "int8 artifact vs its PyTorch source: minimum cosine of logits.")
+    # SST-2 MiniLM student (benchmarks/int8.py --variants): eight int8 variants scored 0.9943-0.9998;
+    # a calibration on one repeated word scored 0.977 on a tiny model (tests/test_int8.py).
+    int8_min_cosine: float = _f(0.99, "int8 artifact vs its PyTorch source: cosine of the logit matrices (rows centred, all rows at once).")
     int8_min_top1: float = _f(0.95, "int8 artifact vs its PyTorch source: top-1 agreement.")
     min_top1_vs_original: float = _f(0.80, "Any artifact vs the original: top-1 agreement on validation text.")
     max_accuracy_drop: float = _f(0.08, "Largest validation accuracy drop of an artifact below the original.")
@@ -122,7 +124,7 @@ class CompressSection:
     sparsity_scope: str = _f("global", "Sparsity threshold: global (one for all Linears) | layer (the same fraction each).")
     prune_vocab: bool = _f(False, "Keep only the token ids the training corpus uses; ships a matching tokenizer.json.")
     prune_positions: bool = _f(False, "Keep only train.max_seq_len position embeddings (rows past it are never read).")
-    vocab_min_count: int = _f(1, "Corpus occurrences a token needs to keep its embedding row.")
+    vocab_min_count: int = _f(1, "Occurrences a token needs, over the distinct corpus texts, to keep its embedding row.")
     vocab_keep_chars: bool = _f(False, "Also keep single-character pieces, so unseen words spell out instead of becoming [UNK].")
     vocab_extra_files: list = _f([], "More text files (same text columns as the data) whose tokens are kept too, e.g. the full train set.")
     archive: str = _f("", "Also write the bundle as one archive: '' (no) | zst | gz (OUT/bundle.tar.zst or .tar.gz).")
@@ -151,7 +153,9 @@ class CompressSection:
 
 @dataclass(frozen=True)
 class QuantSection:
-    executorch_mode: str = _f("static", "ExecuTorch int8 (PT2E, XNNPACK): static (calibrated activation ranges) | dynamic (ranges per batch).")
+    # Measured on the SST-2 MiniLM student (benchmarks/int8.py --variants): dynamic agreed with fp32 on
+    # 99.7% of dev sentences, static (256 calibration rows) on 97.7%; both 3.9x smaller.
+    executorch_mode: str = _f("dynamic", "ExecuTorch int8 (PT2E, XNNPACK): dynamic (activation ranges per batch) | static (calibrated).")
     onnx_mode: str = _f("dynamic", "ONNX int8 (ONNX Runtime): dynamic (QOperator, no calibration) | static (QDQ, calibrated).")
     per_channel: bool = _f(True, "Per-output-channel weight scales (per-tensor int8 is lossy on encoders).")
     calibration_samples: int = _f(256, "Training-split rows (seeded) that calibrate static activation ranges.")
@@ -292,9 +296,10 @@ def _check_ranges(r: Recipe) -> None:
     # `verify` never accepts an artifact-vs-source gate looser than these limits, so a build may not either.
     for prec, limits in GATE_LIMITS.items():
         for k, lim in limits.items():
-            val = getattr(r.parity, f"{prec}_{k}", None)
+            name = {"int8_min_logit_cosine": "int8_min_cosine"}.get(f"{prec}_{k}", f"{prec}_{k}")  # key kept for old recipes
+            val = getattr(r.parity, name, None)
             if val is not None and (val > lim if k.startswith("max_") else val < lim):
-                raise UsageError(f"recipe: parity.{prec}_{k} = {val} is looser than `verify` accepts ({lim})")
+                raise UsageError(f"recipe: parity.{name} = {val} is looser than `verify` accepts ({lim})")
 
 
 def parse_set(items: typing.Iterable[str]) -> dict:

@@ -29,11 +29,17 @@ def flops_per_sequence(model, seq_len: int) -> int:
     dev = next(model.parameters()).device
     ids = torch.ones(1, seq_len, dtype=torch.long, device=dev)
     counter = FlopCounterMode(display=False)
-    was = model.training
+    was, attn = model.training, model.config._attn_implementation
+    # The counter has no formula for the CPU SDPA kernel: on that path the attention matmuls would
+    # not be counted. Eager attention spells them out (and is what the exported graphs run).
+    model.set_attn_implementation("eager")
     model.eval()
-    with torch.no_grad(), counter:
-        model(input_ids=ids, attention_mask=torch.ones_like(ids), token_type_ids=torch.zeros_like(ids))
-    model.train(was)
+    try:
+        with torch.no_grad(), counter:
+            model(input_ids=ids, attention_mask=torch.ones_like(ids), token_type_ids=torch.zeros_like(ids))
+    finally:
+        model.set_attn_implementation(attn)
+        model.train(was)
     return int(counter.get_total_flops())
 
 
