@@ -42,7 +42,8 @@ def _importance_batches(split, encoder, r, n: int):
 
 
 def _corpus(r, data) -> list:
-    """Texts whose tokens keep their embedding rows: the training split plus compress.vocab_extra_files."""
+    """Texts whose tokens keep their embedding rows: the training split plus compress.vocab_extra_files,
+    each distinct text once (the split is usually a subset of an extra file: counted once, not twice)."""
     from ..data import _pick, read_table
 
     texts = list(data.train.texts)
@@ -51,7 +52,7 @@ def _corpus(r, data) -> list:
         col = _pick(cols, r.data.text_column, Path(f), "text")
         pcol = _pick(cols, r.data.text_pair_column, Path(f), "text pair") if r.data.text_pair_column else None
         texts += [(x[col], x[pcol]) if pcol else x[col] for x in rows if x.get(col, "").strip()]
-    return texts
+    return list(dict.fromkeys(texts))
 
 
 def make_student(r, original, data, encoder, tok_file: Path, work: Path, source: str, stages, orig_acc: float) -> StudentResult:
