@@ -134,6 +134,26 @@ def export_onnx(model, path: Path, max_seq_len: int) -> Path:
     return path
 
 
+def export_int8(model, path: Path, max_seq_len: int) -> Path:
+    """ONNX Runtime dynamic int8 (per-channel weights, int8 embedding tables): the default int8 artifact."""
+    from targets.quant_onnx import OnnxInt8Config, export
+
+    if not path.is_file():
+        export(model, path, OnnxInt8Config(max_batch=64, max_seq_len=max_seq_len))
+    return path
+
+
+def onnx_accuracy(path: Path, encoder, split, threads: int) -> float:
+    """Validation accuracy of an ONNX file through runtime_py's backend (batches of 64)."""
+    import numpy as np
+
+    from runtime_py.backends import OnnxBackend
+
+    sess = OnnxBackend(path, threads=threads)
+    preds = [sess.run(encoder.encode(split.texts[i:i + 64])).argmax(1) for i in range(0, len(split.texts), 64)]
+    return float((np.concatenate(preds) == np.asarray(split.labels)).mean())
+
+
 def latency(onnx_files: dict, encoders: dict, texts: list, threads: int, rounds: int) -> dict:
     """p50/mean ms per sentence at batch 1, models interleaved sentence by sentence so load noise is shared."""
     import numpy as np
@@ -183,6 +203,8 @@ def main(argv=None) -> int:
     ap.add_argument("--latency-sentences", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--cache", default=str(ROOT / ".cache" / "compression-bench"))
+    ap.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
+                    help="Also export each model to ONNX int8 (dynamic, int8 embeddings) and score it on dev.")
     ap.add_argument("--json", help="Also write the rows as JSON here.")
     args = ap.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -210,7 +232,7 @@ def main(argv=None) -> int:
 
     # Vocabulary kept for the pruned-vocabulary rows: every token of the full SST-2 train file (not dev).
     rows_all, cols = read_table(SST2 / "train.tsv")
-    keep_ids = vocab.corpus_ids(tok, [r["sentence"] for r in rows_all], vocab.VocabConfig(min_count=args.vocab_min_count))
+    keep_ids = vocab.corpus_ids(tok, list(dict.fromkeys(r["sentence"] for r in rows_all)), vocab.VocabConfig(min_count=args.vocab_min_count))
     vocab_tok = vocab.prune_tokenizer(tok, keep_ids, cache / f"vocab-{orig_key}-m{args.vocab_min_count}" / "tokenizer.json")
     vocab_encoder = TextEncoder(vocab_tok, args.max_seq_len)
     log(f"vocabulary of the full train file: {len(keep_ids)} of {original.config.vocab_size} tokens")
@@ -252,8 +274,12 @@ def main(argv=None) -> int:
         onnx_files[name], encoders[name] = onnx_path, enc
         row = measure.describe(m, name, args.max_seq_len, acc)
         row.update({"variant": meta["variant"], "onnx_bytes": onnx_path.stat().st_size, "train_seconds": meta.get("train_seconds")})
+        if args.int8:
+            q = export_int8(m, onnx_path.with_name(onnx_path.stem + "-int8.onnx"), args.max_seq_len)
+            row.update({"int8_bytes": q.stat().st_size, "int8_accuracy": onnx_accuracy(q, enc, data.validation, args.threads)})
         rows.append(row)
-        log(f"{name}: dev accuracy {acc:.4f}, {row['params']:,} params, ONNX {row['onnx_bytes'] / 1e6:.2f} MB")
+        log(f"{name}: dev accuracy {acc:.4f}, {row['params']:,} params, ONNX {row['onnx_bytes'] / 1e6:.2f} MB"
+            + (f", int8 {row['int8_bytes'] / 1e6:.2f} MB at {row['int8_accuracy']:.4f}" if args.int8 else ""))
 
     load_before = uptime()
     log(f"latency at batch 1 ({args.threads} thread(s), {args.latency_sentences} dev sentences x {args.rounds} rounds); {load_before}")
@@ -263,17 +289,22 @@ def main(argv=None) -> int:
         r.update(lat[r["stage"]])
 
     hdr = (f"| model | layers | heads | FFN | vocab | params | ONNX fp32 MB | GFLOPs/seq@{args.max_seq_len} | "
-           f"dev accuracy | % of original | b1 p50 ms |")
-    print("\n" + hdr + "\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+           f"dev accuracy | % of original | b1 p50 ms |" + (" int8 MB | int8 dev accuracy |" if args.int8 else ""))
+    print("\n" + hdr + "\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if args.int8 else ""))
     for r in rows:
         print(f"| {r['stage']} | {r['layers']} | {sum(r['heads'])} | {sum(r['ffn'])} | {r['vocab']:,} | {r['params']:,} | "
               f"{r['onnx_bytes'] / 1e6:.2f} | {r['flops'] / 1e9:.3f} | {100 * r['val_accuracy']:.2f}% | "
-              f"{100 * r['val_accuracy'] / orig_acc:.1f}% | {r['p50_ms']:.2f} |")
+              f"{100 * r['val_accuracy'] / orig_acc:.1f}% | {r['p50_ms']:.2f} |"
+              + (f" {r['int8_bytes'] / 1e6:.2f} | {100 * r['int8_accuracy']:.2f}% |" if args.int8 else ""))
     best = [r for r in rows[1:] if r["onnx_bytes"] < 40e6 and r["val_accuracy"] >= 0.97 * orig_acc]
-    print(f"\n+vocab: word-embedding rows kept for the {len(keep_ids)} tokens seen >= {args.vocab_min_count}x in the SST-2 train file, position rows "
+    print(f"\n+vocab: word-embedding rows kept for the {len(keep_ids)} tokens seen >= {args.vocab_min_count}x in the distinct sentences of the SST-2 train file, position rows "
           f"cut to {args.max_seq_len}; no retraining.")
     print(f"students under 40 MB (ONNX fp32) keeping >= 97% of the original's dev accuracy: "
           f"{', '.join(r['stage'] for r in best) or 'none'}")
+    if args.int8:
+        best10 = [r for r in rows[1:] if r["int8_bytes"] < 10e6 and r["int8_accuracy"] >= 0.97 * orig_acc]
+        print(f"int8 students under 10 MB keeping >= 97% of the original's dev accuracy: "
+              f"{', '.join(r['stage'] for r in best10) or 'none'}")
     print(f"train subset {len(data.train)} rows, {args.epochs:g} epochs per student, dev {len(data.validation)} sentences; "
           f"{'frozen' if args.freeze_embeddings else 'trained'} word embeddings, {args.torch_threads} training thread(s); "
           f"sweep wall time {time.perf_counter() - t_start:.0f} s")

@@ -50,7 +50,7 @@ def read_dev(path: Path, text_col: str, label_col: str, labels: list, limit: int
 
 
 def open_subjects(build: Path, peers: dict, threads: int, with_original: bool, same_model: dict | None = None,
-                  extra: list | None = None):
+                  extra: list | None = None, original: Path | None = None):
     """{name: (info, fn(arrays) -> logits)} for the bundle's artifacts, the peers and the original."""
     import torch
     from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
@@ -100,9 +100,10 @@ def open_subjects(build: Path, peers: dict, threads: int, with_original: bool, s
 
         from toolchain.bench import checkpoint_bytes, torch_runner
 
-        m = AutoModelForSequenceClassification.from_pretrained(build / "original").eval()
+        original = original or build / "original"
+        m = AutoModelForSequenceClassification.from_pretrained(original).eval()
         subjects["original (eager PyTorch)"] = ({"side": "reference", "format": "pytorch", "precision": "fp32",
-                                                 "bytes": checkpoint_bytes(build / "original"), "file": str(build / "original"),
+                                                 "bytes": checkpoint_bytes(original), "file": str(original),
                                                  "model": f"original, {m.config.num_hidden_layers} layers"}, torch_runner(m))
     return subjects, manifest
 
@@ -137,6 +138,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build", type=Path, default=ROOT / "runs" / "sst2", help="build directory (original/ and bundle/)")
+    ap.add_argument("--original", type=Path, help="the fine-tuned original (default: BUILD/original; a `toolformer compress` OUT has none)")
     ap.add_argument("--dev", type=Path, default=ROOT.parent / "shared" / "data" / "sst2" / "dev.tsv")
     ap.add_argument("--text-column", default="content")
     ap.add_argument("--label-column", default="label")
@@ -156,7 +158,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, help="write every figure as JSON")
     a = ap.parse_args(argv)
 
-    if not (a.build / "original" / "config.json").is_file() or not (a.build / "bundle" / "manifest.json").is_file():
+    orig_dir = a.original or a.build / "original"
+    if not (orig_dir / "config.json").is_file() or not (a.build / "bundle" / "manifest.json").is_file():
         sys.exit(f"{a.build}: needs original/ and bundle/ of a finished build "
                  f"(toolformer build samples/recipes/sst2.toml --out {a.build})")
     if not a.dev.is_file():
@@ -165,7 +168,7 @@ def main(argv=None) -> int:
     from runtime_py.tokenize import TextEncoder
     from toolchain.bench import _max_batch_from_recipe, machine_line
 
-    ckpt = (a.build / "original").resolve()
+    ckpt = orig_dir.resolve()
     manifest = json.loads((a.build / "bundle" / "manifest.json").read_text())
     max_seq = int(manifest["max_seq_len"])
     big = min(a.batch, _max_batch_from_recipe(a.build / "bundle" / "recipe.toml") or a.batch)
@@ -178,21 +181,32 @@ def main(argv=None) -> int:
     for p in a.artifact:
         if not p.is_file() or p.suffix not in (".onnx", ".pte"):
             sys.exit(f"--artifact {p}: not an .onnx or .pte file")
-    subjects, manifest = open_subjects(a.build, peers, a.threads, not a.no_original, same, a.artifact)
-    encoder = TextEncoder(a.build / "bundle" / manifest["tokenizer"]["file"], max_seq)
+    subjects, manifest = open_subjects(a.build, peers, a.threads, not a.no_original, same, a.artifact, orig_dir)
+    # Toolformer's artifacts read the bundle's tokenizer, everything made from the original its own: they
+    # differ when the bundle's vocabulary was pruned (other ids for the same text).
+    from toolchain.model import save_tokenizer_json
+
+    encoders = {"bundle": TextEncoder(a.build / "bundle" / manifest["tokenizer"]["file"], max_seq),
+                "original": TextEncoder(save_tokenizer_json(str(ckpt), a.cache / "original-tokenizer" / ckpt.name / "tokenizer.json"), max_seq)}
+    enc_of = {n: "bundle" if info["side"] == "toolformer" else "original" for n, (info, _) in subjects.items()}
     texts, ys = read_dev(a.dev, a.text_column, a.label_column, [str(l) for l in manifest["labels"]], a.max_examples)
-    truncated = encoder.count_truncated(texts)
+    truncated = encoders["bundle"].count_truncated(texts)
     peer_env.log(f"accuracy on {len(texts)} rows of {a.dev.name} ({truncated} longer than {max_seq} tokens, truncated for every subject)")
     acc = {}
     for name, (_, fn) in subjects.items():
-        acc[name] = accuracy(fn, encoder, texts, ys, big)
+        acc[name] = accuracy(fn, encoders[enc_of[name]], texts, ys, big)
         peer_env.log(f"  {name}: {acc[name]:.4f}")
 
-    runners = {n: fn for n, (_, fn) in subjects.items()}
+    # Each round holds the same texts encoded by both tokenizers; a runner picks its own (a dict lookup).
+    runners = {n: (lambda fn, k: lambda arrays: fn(arrays[k]))(fn, enc_of[n]) for n, (_, fn) in subjects.items()}
     n = len(texts)
     w = a.warmup_rounds
-    b1_inputs = [encoder.encode([texts[i % n]]) for i in range(w + a.rounds_b1)]
-    b32_inputs = [encoder.encode([texts[(r * big + j) % n] for j in range(big)]) for r in range(w + a.rounds_b32)]
+
+    def encode_all(batch: list) -> dict:
+        return {k: e.encode(batch) for k, e in encoders.items()}
+
+    b1_inputs = [encode_all([texts[i % n]]) for i in range(w + a.rounds_b1)]
+    b32_inputs = [encode_all([texts[(r * big + j) % n] for j in range(big)]) for r in range(w + a.rounds_b32)]
     t0 = time.perf_counter()
     peer_env.log(f"timing: {len(runners)} subjects alternating, {a.rounds_b1} rounds at batch 1 (natural length), "
                  f"{a.rounds_b32} at batch {big}, {a.threads} threads")

@@ -36,6 +36,14 @@ def accuracy(logits: np.ndarray, labels) -> float:
     return float((np.asarray(logits).argmax(1) == labels).mean()) if len(labels) else float("nan")
 
 
+def gate_cosine(metrics: dict, gate: dict | None = None) -> float:
+    """The cosine a gate judges: the logit-matrix cosine under an int8 gate (min_logit_cosine), else the
+    worst row's cosine. Tables show this one, so a passed int8 row never displays a meaningless -0.9."""
+    if gate and "min_logit_cosine" in gate:
+        return metrics.get("logit_cosine", float("nan"))
+    return metrics.get("min_cosine", float("nan"))
+
+
 def check(metrics: dict, gate: dict) -> list[str]:
     """Reasons a set of metrics fails a gate (empty list: passed).
 

@@ -84,7 +84,8 @@ def verify_bundle(bundle: str | Path, only: list[str] | None = None, threads: in
             vs_orig = parity.compare(logits, original)
             pred = [labels[i] for i in logits.argmax(1)]
             agree = float(np.mean([p == o for p, o in zip(pred, original_pred)]))
-            row.update({"vs_reference": vs_ref, "vs_original": vs_orig, "label_agreement_vs_original": agree})
+            row.update({"vs_reference": vs_ref, "vs_original": vs_orig, "label_agreement_vs_original": agree,
+                        "gate_cosine": parity.gate_cosine(vs_ref, ref_gate)})
             row["reasons"] += parity.check(vs_ref, ref_gate)
             row["reasons"] += parity.check({"top1_agreement": agree}, {"min_top1": (gate.get("vs_original") or {}).get("min_top1", 0.0)})
             built = golden.get("artifact_logits", {}).get(art["file"])
@@ -134,7 +135,7 @@ def format_table(report: dict) -> str:
     for r in report["artifacts"]:
         ref = r.get("vs_reference", {})
         lines.append(
-            f"{r['artifact']:<18} {ref.get('max_abs', float('nan')):>14.3g} {ref.get('min_cosine', float('nan')):>10.6f} "
+            f"{r['artifact']:<18} {ref.get('max_abs', float('nan')):>14.3g} {r.get('gate_cosine', float('nan')):>10.6f} "
             f"{r.get('label_agreement_vs_original', float('nan')):>12.3f}  {'PASS' if r['passed'] else 'FAIL: ' + '; '.join(r['reasons'])}"
         )
     for p in report["problems"]:

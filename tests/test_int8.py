@@ -56,6 +56,25 @@ def test_static_int8_calibrates_on_training_text_and_delegates(tiny_int8_build, 
                                                  ExecuTorchInt8Config(mode="static"), calibration=[])
 
 
+def test_logit_matrix_cosine_judges_int8_and_tables_show_it():
+    from runtime_py.parity import check, compare, gate_cosine
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(0, 3, (200, 2)).astype(np.float32)
+    ref[0] = [0.05, -0.05]  # a near-tied row: a 0.1 change flips its direction
+    got = ref + rng.normal(0, 0.05, ref.shape).astype(np.float32)
+    got[0] = [-0.03, 0.04]
+    m = compare(got, ref)
+    assert m["min_cosine"] < -0.9 and m["logit_cosine"] > 0.999  # one tied row vs the whole matrix
+    int8_gate, fp32_gate = {"min_logit_cosine": 0.99, "min_top1": 0.95}, {"min_cosine": 0.9999}
+    assert check(m, int8_gate) == [] and gate_cosine(m, int8_gate) == m["logit_cosine"]
+    assert gate_cosine(m, fp32_gate) == m["min_cosine"] and check(m, fp32_gate)
+    # Softmax ignores a per-row shift, and so does the metric; swapped labels on every row do not pass.
+    assert compare(got + rng.normal(0, 5, (200, 1)).astype(np.float32), ref)["logit_cosine"] == pytest.approx(m["logit_cosine"], abs=1e-6)
+    flipped = compare(got[:, ::-1].copy(), ref)
+    assert flipped["logit_cosine"] < -0.99 and any("logit-matrix cosine" in r for r in check(flipped, int8_gate))
+
+
 def test_check_delegation_refuses_work_left_outside():
     from targets.quant_executorch import DelegationError, check_delegation
 

@@ -358,6 +358,8 @@ def export_cmd(checkpoint, recipe, target, precision, out, train_file, validatio
     """
     from pathlib import Path
 
+    from runtime_py.parity import gate_cosine
+
     from . import recipe as recipe_mod
     from .compress.command import checkpoint_labels, find_recipe
     from .export import export_checkpoint
@@ -377,7 +379,7 @@ def export_cmd(checkpoint, recipe, target, precision, out, train_file, validatio
     res = export_checkpoint(checkpoint, target, precision, out, r, force=force, debug=debug_twin)
     par = res["parity"]
     click.echo(f"{target}-{precision}: accuracy {par['accuracy']:.4f} (checkpoint {par['original_accuracy']:.4f})  "
-               f"cosine {par['vs_reference']['min_cosine']:.5f}  top-1 {par['vs_reference']['top1_agreement']:.4f}  PASS")
+               f"cosine {gate_cosine(par['vs_reference'], par['gate']['vs_reference']):.5f}  top-1 {par['vs_reference']['top1_agreement']:.4f}  PASS")
     for f in res["files"]:
         click.echo(f"wrote {f} ({os.path.getsize(f):,} bytes)")
 

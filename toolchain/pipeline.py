@@ -173,7 +173,8 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
         print(f"[toolformer] data: {note}")
 
     # 1. The original: the full model fine-tuned on the task.
-    stages.start("fine-tune original", f"{source} on {len(data.train)} rows, {r.train.epochs:g} epochs")
+    stages.start("fine-tune original", f"{source} as given (already fine-tuned; not trained again)" if r.train.skip
+                 else f"{source} on {len(data.train)} rows, {r.train.epochs:g} epochs")
     done = progress.get("original")
     original = model_mod.load_classifier(str(work / "original") if done else source, data.labels, r.model.trust_remote_code,
                                          require_head=r.train.skip or bool(done))
