@@ -116,7 +116,10 @@ def main() -> None:
     original = load_checkpoint(orig_dir)
     eval_batches = batched(enc.encode, texts, 32)
     src_logits = np.concatenate([torch_logits(model, b) for b in eval_batches])
-    orig_logits = src_logits if args.model == "original" else np.concatenate([torch_logits(original, b) for b in eval_batches])
+    # The original reads its own tokenizer: a vocabulary-pruned student numbers the same text differently.
+    orig_enc = TextEncoder(save_tokenizer_json(str(orig_dir), cache / "original-tokenizer.json"), max_len)
+    orig_logits = src_logits if args.model == "original" else np.concatenate(
+        [torch_logits(original, b) for b in batched(orig_enc.encode, texts, 32)])
     rows = [dict(name=f"pytorch {args.model} (eager)", bytes=None, acc=float((src_logits.argmax(1) == labels).mean()),
                  agree_orig=float((src_logits.argmax(1) == orig_logits.argmax(1)).mean()), agree_src=1.0, cos=1.0, mincos=1.0)]
     print(f"# {run}/{args.model}: {len(texts)} validation rows, max_seq_len {max_len}, threads {args.threads}; "
