@@ -148,10 +148,11 @@ def onnx_accuracy(path: Path, encoder, split, threads: int) -> float:
     import numpy as np
 
     from runtime_py.backends import OnnxBackend
+    from runtime_py.parity import accuracy
 
     sess = OnnxBackend(path, threads=threads)
-    preds = [sess.run(encoder.encode(split.texts[i:i + 64])).argmax(1) for i in range(0, len(split.texts), 64)]
-    return float((np.concatenate(preds) == np.asarray(split.labels)).mean())
+    logits = np.concatenate([sess.run(encoder.encode(split.texts[i:i + 64])) for i in range(0, len(split.texts), 64)])
+    return accuracy(logits, np.asarray(split.labels))
 
 
 def latency(onnx_files: dict, encoders: dict, texts: list, threads: int, rounds: int) -> dict:

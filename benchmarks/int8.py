@@ -12,7 +12,7 @@ at batch 1 (each sentence at its own length) and batch 32 (padded to the longest
 intra-op threads. `--variants` adds the other int8 modes (static/dynamic, per-tensor, no fusion,
 fp32 embeddings), the measurements the recipe defaults were chosen from. `cosine` is the int8 gate's
 metric (cosine of the row-centred logit matrices vs the fp32 source); `row min` the worst single row's.
-Artifacts go to .cache/bench-int8/<model>/ (`--reuse` keeps existing ones).
+Artifacts go to .cache/bench-int8/<run>-<model>/ (`--reuse` keeps existing ones).
 """
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def main() -> None:
             sys.exit(f"{need}: missing (build {run} first, e.g. toolformer build samples/recipes/sst2.toml --out runs/sst2)")
     base = recipe_mod.load(run / "recipe.toml")
     data = load_dataset(base.data, base.train.seed)
-    cache = ROOT / ".cache" / "bench-int8" / (args.model if run.name == "sst2" else f"{run.name}-{args.model}")
+    cache = ROOT / ".cache" / "bench-int8" / f"{run.name}-{args.model}"
     cache.mkdir(parents=True, exist_ok=True)
     tok = save_tokenizer_json(str(ckpt), cache / "tokenizer.json")
     max_len = base.train.max_seq_len
@@ -116,10 +116,11 @@ def main() -> None:
     original = load_checkpoint(orig_dir)
     eval_batches = batched(enc.encode, texts, 32)
     src_logits = np.concatenate([torch_logits(model, b) for b in eval_batches])
-    # The original reads its own tokenizer: a vocabulary-pruned student numbers the same text differently.
-    orig_enc = TextEncoder(save_tokenizer_json(str(orig_dir), cache / "original-tokenizer.json"), max_len)
-    orig_logits = src_logits if args.model == "original" else np.concatenate(
-        [torch_logits(original, b) for b in batched(orig_enc.encode, texts, 32)])
+    if args.model == "original":
+        orig_logits = src_logits
+    else:  # the original reads its own tokenizer: a vocabulary-pruned student numbers the same text differently
+        orig_enc = TextEncoder(save_tokenizer_json(str(orig_dir), cache / "original-tokenizer.json"), max_len)
+        orig_logits = np.concatenate([torch_logits(original, b) for b in batched(orig_enc.encode, texts, 32)])
     rows = [dict(name=f"pytorch {args.model} (eager)", bytes=None, acc=float((src_logits.argmax(1) == labels).mean()),
                  agree_orig=float((src_logits.argmax(1) == orig_logits.argmax(1)).mean()), agree_src=1.0, cos=1.0, mincos=1.0)]
     print(f"# {run}/{args.model}: {len(texts)} validation rows, max_seq_len {max_len}, threads {args.threads}; "

@@ -19,6 +19,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .executorch import DelegationError  # one error for matmul work left outside XNNPACK, fp32 or int8
+
 MODES = ("static", "dynamic")
 # Tapped in the debug twin: the outputs that mark each sub-layer of a BERT block.
 TAPPED_OPS = ("aten.linear.default", "aten.layer_norm.default")
@@ -28,16 +30,12 @@ _MUST_BE_DELEGATED = ("linear", "addmm", "mm", "bmm", "quantize_per", "dequantiz
                       "quantize_affine", "dequantize_affine")
 
 
-class DelegationError(RuntimeError):
-    """Quantized matmul work left outside the XNNPACK delegate."""
-
-
 @dataclass(frozen=True)
 class ExecuTorchInt8Config:
     precision: str = "int8"
     max_batch: int = 64
     max_seq_len: int = 128
-    mode: str = "static"          # static: calibrated activation ranges; dynamic: ranges per batch at run time
+    mode: str = "dynamic"         # dynamic: ranges per batch at run time (the recipe default, measured); static: calibrated
     per_channel: bool = True      # per-output-channel weight scales (per-tensor is lossy on encoders)
     int8_embeddings: bool = True  # weight-only int8 embedding tables (most of a small BERT's bytes)
     debug_twin: bool = False      # also write <stem>.debug.pte + <stem>.debug.json for `toolformer debug`
