@@ -265,7 +265,9 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
     src_logits = parity_mod.reference_outputs(shipped, sets)
     orig_logits = src_logits if shipped is original else parity_mod.reference_outputs(original, orig_sets)
     results = []
-    for art in exported:
+    from .quiet import bar
+
+    for art in bar(exported, desc="parity", unit="artifact"):
         backend = open_backend(art["path"], art["format"])
         gate = parity_mod.gate_for(art["precision"], p)
         res = parity_mod.check_artifact(backend, sets, src_logits, orig_logits, gate)

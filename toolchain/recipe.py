@@ -30,7 +30,7 @@ class ModelSection:
 
 @dataclass(frozen=True)
 class DataSection:
-    train: str = _f("", "Training file (CSV, TSV or JSONL); empty = samples/support_intents/train.csv.")
+    train: str = _f("", "Training file (CSV, TSV or JSONL); empty = samples/support_intents_v2/train.csv.")
     validation: str = _f("", "Validation file; empty = carved from train (seeded).")
     test: str = _f("", "Optional test file, scored at the end.")
     text_column: list = _f(["text"], "Text column; a list gives alternatives tried in order per file.")
