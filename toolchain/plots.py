@@ -96,7 +96,12 @@ def tradeoff(ax, points: list[Point], *, xlabel: str, ylabel: str = "validation 
     # label goes up and the lowest down (ties alternate in x order); then adjustText separates them
     # from each other and from the points.
     y0, y1 = ax.get_ylim()
-    off = 0.06 * (y1 - y0)
+    fig = ax.figure
+    px_per_data = ax.get_window_extent().height / (y1 - y0)
+
+    def off(p):  # clear of the marker's own radius (area in points^2) plus a small gap, in data units
+        radius_pt = math.sqrt(_area(p.size, biggest) * (2.2 if p.reference else 1.0)) / 2 + 5
+        return radius_pt * fig.dpi / 72 / px_per_data
     tx = (lambda v: math.log10(v)) if log_x else (lambda v: v)
     x_range = (tx(max(xs)) - tx(min(xs))) or 1.0
     order = sorted(range(len(points)), key=lambda i: points[i].x)
@@ -116,7 +121,7 @@ def tradeoff(ax, points: list[Point], *, xlabel: str, ylabel: str = "validation 
     texts = [None] * len(points)
     for i, p in enumerate(points):
         u = up[i] or p.reference
-        texts[i] = ax.text(p.x, p.y + (off if u else -off), p.label, fontsize=8, zorder=5, ha="center",
+        texts[i] = ax.text(p.x, p.y + (off(p) if u else -off(p)), p.label, fontsize=8, zorder=5, ha="center",
                            va="bottom" if u else "top", fontweight="bold" if p.reference else "normal")
     adjust_text(texts, x=[p.x for p in points], y=[p.y for p in points], ax=ax, expand=(1.2, 1.5),
                 force_text=(0.3, 0.6), force_static=(0.4, 0.8),
