@@ -252,7 +252,7 @@ def finetune(recipe, out, model, train_file, validation, text_column, text_pair_
     r = recipe_mod.load(recipe, over)
 
     from .distributed import finish
-    from .finetune import finetune_original
+    from .pipeline import finetune as finetune_original
 
     try:
         res = finetune_original(r, out, force=force)

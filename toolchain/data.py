@@ -113,7 +113,7 @@ def read_table(path: str | Path) -> tuple[list[dict], list[str]]:
     return rows, header
 
 
-def _pick(columns: list[str], candidates: list[str], path: Path, role: str) -> str:
+def pick_column(columns: list[str], candidates: list[str], path: Path, role: str) -> str:
     for c in candidates:
         if c in columns:
             return c
@@ -125,9 +125,9 @@ def _read_split(path: Path, name: str, cfg) -> tuple[list, list[str]]:
     rows, columns = read_table(path)
     if not rows:
         raise UsageError(f"{path}: the {name} split is empty")
-    tcol = _pick(columns, cfg.text_column, path, "text")
-    pcol = _pick(columns, cfg.text_pair_column, path, "text pair") if cfg.text_pair_column else None
-    lcol = _pick(columns, cfg.label_column, path, "label")
+    tcol = pick_column(columns, cfg.text_column, path, "text")
+    pcol = pick_column(columns, cfg.text_pair_column, path, "text pair") if cfg.text_pair_column else None
+    lcol = pick_column(columns, cfg.label_column, path, "label")
     texts, labels = [], []
     for n, r in enumerate(rows, 1 if path.suffix.lower() in (".jsonl", ".ndjson", ".json") else 2):
         a = _text_cell(r.get(tcol, ""), path, n, tcol)

@@ -25,6 +25,7 @@ class PruneConfig:
     importance: str = "gradient"  # gradient (Michel et al., 2019) | magnitude
     batches: int = 16            # training batches used to estimate gradient importance
     min_heads: int = 1           # a layer never loses its last head (the reshape needs one)
+    steps: int = 1               # iterative schedule: reach the target in this many steps, recovering in between
 
     def __post_init__(self):
         for name in ("heads", "ffn"):
@@ -33,6 +34,8 @@ class PruneConfig:
                 raise UsageError(f"prune {name}: {v} must be a fraction in [0, 1) or a whole count >= 1")
         if self.importance not in ("gradient", "magnitude"):
             raise UsageError(f"prune importance must be gradient or magnitude, got {self.importance!r}")
+        if self.steps < 1:
+            raise UsageError(f"prune steps must be >= 1, got {self.steps}")
 
 
 def _layers(model):
@@ -198,14 +201,29 @@ def target_counts(current: list[int], spec: float, minimum: int) -> list[int]:
     return [max(minimum, n - _n_remove(spec, n)) if spec else n for n in current]
 
 
-def prune(model, cfg: PruneConfig, batches=None, loss_fn=None):
-    """Rank heads and neurons by importance and slice the lowest away, in place; returns the model."""
+def prune(model, cfg: PruneConfig, batches=None, loss_fn=None, recover=None):
+    """Rank heads and neurons by importance and slice the lowest away, in place; returns the model.
+
+    With `cfg.steps` > 1 the target is reached in equal shares: after step k the cumulative removal
+    is k/steps of the final one, re-scored on the model as it is then, and `recover(model, k)`
+    (e.g. a short fine-tune) runs between steps. `batches` is a re-iterable of (inputs, labels).
+    """
     if cfg.heads == 0 and cfg.ffn == 0:
         return model
-    h_scores, f_scores = scores(model, cfg.importance, batches, loss_fn)
-    heads_keep = keep_top(h_scores, target_counts(count_heads(model), cfg.heads, cfg.min_heads)) if cfg.heads else None
-    ffn_keep = keep_top(f_scores, target_counts(count_ffn(model), cfg.ffn, 1)) if cfg.ffn else None
-    return prune_structure(model, heads_keep, ffn_keep)
+    h0, f0 = count_heads(model), count_ffn(model)
+    h_end, f_end = target_counts(h0, cfg.heads, cfg.min_heads), target_counts(f0, cfg.ffn, 1)
+    for k in range(1, cfg.steps + 1):
+        h_k, f_k = schedule(h0, h_end, k, cfg.steps), schedule(f0, f_end, k, cfg.steps)
+        h_scores, f_scores = scores(model, cfg.importance, batches, loss_fn)
+        prune_structure(model, keep_top(h_scores, h_k) if cfg.heads else None, keep_top(f_scores, f_k) if cfg.ffn else None)
+        if k < cfg.steps and recover is not None:
+            recover(model, k)
+    return model
+
+
+def schedule(start: list[int], end: list[int], k: int, steps: int) -> list[int]:
+    """Units left per layer after step k of `steps`: a linear share of the final removal."""
+    return [a - round((a - b) * k / steps) for a, b in zip(start, end)]
 
 
 def apply_structure(model, st: dict):

@@ -60,10 +60,12 @@ def make_permanent(model):
 
 def stats(model) -> dict:
     """Zeros among the pruned-able weights and in the whole model."""
+    from .measure import count_params
+
     sel = [m.weight for m in target_linears(model)]
     z_sel = sum(int((w == 0).sum()) for w in sel)
     n_sel = sum(w.numel() for w in sel)
     z_all = sum(int((p == 0).sum()) for p in model.parameters())
-    n_all = sum(p.numel() for p in model.parameters())
+    n_all = count_params(model)
     return {"linear_zeros": z_sel, "linear_weights": n_sel, "linear_sparsity": z_sel / max(1, n_sel),
             "model_zeros": z_all, "model_params": n_all, "model_sparsity": z_all / max(1, n_all)}
