@@ -104,8 +104,10 @@ def _reader(batches: list, names: list):
 def _optimize(src: Path, dst: Path, config) -> dict:
     from onnxruntime.transformers.optimizer import optimize_model
 
+    from toolchain.families import of as family_of
+
     # opt_level 0: the Python fusions only, so the graph stays free of CPU-specific ORT kernels.
-    opt = optimize_model(str(src), model_type="bert", num_heads=int(config.num_attention_heads),
+    opt = optimize_model(str(src), model_type=family_of(config).ort_model_type, num_heads=int(config.num_attention_heads),
                          hidden_size=int(config.hidden_size), opt_level=0)
     opt.save_model_to_file(str(dst))
     return {k: v for k, v in opt.get_fused_operator_statistics().items() if v}

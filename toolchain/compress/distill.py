@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import UsageError
+from ..errors import CompressError as UsageError
+from ..families import of as family_of
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ def map_layers(student, teacher, how: str) -> list[int]:
     """Teacher layer index matched to each student layer."""
     from .prune import get_structure
 
-    s, t = len(student.bert.encoder.layer), len(teacher.bert.encoder.layer)
+    s, t = len(family_of(student).layers(student)), len(family_of(teacher).layers(teacher))
     if how == "kept":
         return [min(i, t - 1) for i in get_structure(student)["layers"]]
     return [max(0, round((j + 1) * t / s) - 1) for j in range(s)]
@@ -46,12 +47,12 @@ class _Recorder:
 
     def __init__(self, model, attentions: bool):
         self.hidden, self.attn, self.hooks = {}, {}, []
-        bert = model.bert
-        self.hooks.append(bert.embeddings.register_forward_hook(lambda m, a, o: self.hidden.__setitem__(-1, o)))
-        for i, layer in enumerate(bert.encoder.layer):
+        fam = family_of(model)
+        self.hooks.append(fam.get(model, fam.embeddings).register_forward_hook(lambda m, a, o: self.hidden.__setitem__(-1, o)))
+        for i, layer in enumerate(fam.layers(model)):
             self.hooks.append(layer.register_forward_hook(self._keep(self.hidden, i, 0)))
             if attentions:
-                self.hooks.append(layer.attention.self.register_forward_hook(self._keep(self.attn, i, 1)))
+                self.hooks.append(fam.get(layer, fam.attention).register_forward_hook(self._keep(self.attn, i, 1)))
 
     @staticmethod
     def _keep(store, i, pos):

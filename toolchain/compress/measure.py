@@ -50,6 +50,7 @@ def count_params(model) -> int:
 
 def describe(model, stage: str, seq_len: int, val_accuracy: float | None, **extra) -> dict:
     """One row of the compression report."""
+    from ..families import of as family_of
     from .prune import count_ffn, count_heads
 
     params = count_params(model)
@@ -62,7 +63,7 @@ def describe(model, stage: str, seq_len: int, val_accuracy: float | None, **extr
     raw, comp = state_bytes(model)
     return {
         "stage": stage,
-        "layers": len(model.bert.encoder.layer),
+        "layers": len(family_of(model).layers(model)),
         "heads": count_heads(model),
         "ffn": count_ffn(model),
         "vocab": int(model.config.vocab_size),

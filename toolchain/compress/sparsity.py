@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import UsageError
+from ..errors import CompressError as UsageError
+from ..families import of as family_of
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,11 @@ def target_linears(model) -> list:
     """The encoder's (and pooler's) Linear layers; embeddings and the task head stay dense."""
     import torch
 
-    mods = [m for m in model.bert.encoder.modules() if isinstance(m, torch.nn.Linear)]
-    if model.bert.pooler is not None:
-        mods.append(model.bert.pooler.dense)
+    fam = family_of(model)
+    mods = [m for m in fam.encoder_modules(model) if isinstance(m, torch.nn.Linear)]
+    pooler = fam.pooler_module(model)
+    if pooler is not None:
+        mods.append(pooler.dense)
     return mods
 
 

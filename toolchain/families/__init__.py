@@ -5,6 +5,7 @@ The adapter contract (families/base.py `Family`; one file per family, e.g. famil
 - `name`, `model_types`: the family and the `config.model_type` values it serves.
 - `inputs`: what the model's forward takes, in the exported graph's order
   (("input_ids", "attention_mask", "token_type_ids") for BERT; a family without token types omits it).
+- `ort_model_type`: onnxruntime.transformers' optimizer name for the family's fusions (int8 ONNX).
 - `position_offset`: position ids are arange(seq) + offset (0 for BERT; RoBERTa-style models use
   padding_idx + 1), so position pruning keeps rows [offset, offset + max_seq_len).
 - model-level paths (dotted, from the task model): `embeddings`, `word_embeddings`, `position_embeddings`,
@@ -50,7 +51,8 @@ def get(model_type: str) -> Family:
     try:
         return _load()[model_type]
     except KeyError:
-        raise FamilyError(f"model_type {model_type!r} has no model family adapter (supported: {', '.join(supported())})") from None
+        raise FamilyError(f"model_type {model_type!r} is not supported: no model family adapter for it "
+                          f"(supported: {', '.join(supported())})") from None
 
 
 def of(model) -> Family:

@@ -16,6 +16,7 @@ class Family:
     inputs: tuple = ("input_ids", "attention_mask")  # what forward() takes, in the exported graph's order
     # Position ids are arange(seq) + position_offset (0 for BERT; RoBERTa-style models count from padding_idx + 1).
     position_offset: int = 0
+    ort_model_type: str = ""  # onnxruntime.transformers optimizer's model_type for its fusions (int8 ONNX)
 
     # model-level paths
     base: str = ""                   # the encoder model (embeddings, layers, pooler)

@@ -9,6 +9,7 @@ class Bert(Family):
     model_types = ("bert",)
     inputs = ("input_ids", "attention_mask", "token_type_ids")
     position_offset = 0
+    ort_model_type = "bert"
 
     base = "bert"
     embeddings = "bert.embeddings"
