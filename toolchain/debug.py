@@ -169,7 +169,9 @@ def debug_artifact(artifact: str | Path, reference: str | Path, batches: list, t
     path = Path(artifact)
     if not path.is_file():
         raise UsageError(f"{path}: no such artifact")
-    fmt = {".pte": "executorch", ".onnx": "onnx"}.get(path.suffix)
+    from targets import SUFFIX_FORMAT
+
+    fmt = SUFFIX_FORMAT.get(path.suffix)
     if fmt is None:
         raise UsageError(f"{path}: unknown artifact type {path.suffix!r} (expected .pte or .onnx)")
     if fmt == "executorch":

@@ -131,19 +131,29 @@ def _export_one(ws: Workspace, shipped: Trained, tname: str, prec: str, path: Pa
     done = done if done and path.is_file() and sha256_file(path) == done["sha256"] else None
     if done:
         facts = done["facts"]  # resumed: this artifact was exported completely before the interruption
-    elif prec == "int8":  # [quant] settings, calibrated on training text (toolchain.int8)
-        from .int8 import export_int8
-
-        facts = export_int8(tname, shipped.model, path, r, {"max_seq_len": r.train.max_seq_len}, ws.data.train, shipped.tokenizer_file)
     else:
-        target = targets.get(tname)
-        cfg = target.config_type(precision=prec, max_batch=r.export.max_batch, max_seq_len=r.train.max_seq_len,
-                                 **({"opset": r.export.opset} if tname == "onnx" else {}))
-        facts = target.export(shipped.model, path, cfg, {"max_seq_len": r.train.max_seq_len})
+        try:
+            facts = _export_artifact(ws, shipped, tname, prec, path)
+        except targets.ExportError as e:  # the same error, saying which export it was (toolchain/cli.py maps it)
+            raise type(e)(f"export {tname} {prec}: {e}") from None
     if not done:
         ws.progress.mark(f"export {path.name}", sha256=sha256_file(path), facts=facts)
     ws.log.end(bytes=path.stat().st_size, **({"resumed": True} if done else {}))
     return facts
+
+
+def _export_artifact(ws: Workspace, shipped: Trained, tname: str, prec: str, path: Path) -> dict:
+    import targets
+
+    r = ws.recipe
+    if prec == "int8":  # [quant] settings, calibrated on training text (toolchain.int8)
+        from .int8 import export_int8
+
+        return export_int8(tname, shipped.model, path, r, {"max_seq_len": r.train.max_seq_len}, ws.data.train, shipped.tokenizer_file)
+    target = targets.get(tname)
+    cfg = target.config_type(precision=prec, max_batch=r.export.max_batch, max_seq_len=r.train.max_seq_len,
+                             **({"opset": r.export.opset} if tname == "onnx" else {}))
+    return target.export(shipped.model, path, cfg, {"max_seq_len": r.train.max_seq_len})
 
 
 def parity(ws: Workspace, original: Trained, shipped: Trained, exported: list[dict]) -> Checked:

@@ -160,6 +160,6 @@ class Progress:
         self.save()
 
     def save(self) -> None:
-        tmp = self.work / (PROGRESS + ".tmp")
-        tmp.write_text(json.dumps({"recipe_sha256": self.recipe_sha, "stages": self.stages}, indent=1), encoding="utf-8")
-        os.replace(tmp, self.work / PROGRESS)
+        from runtime_py.bundle import atomic_write
+
+        atomic_write(self.work / PROGRESS, json.dumps({"recipe_sha256": self.recipe_sha, "stages": self.stages}, indent=1))

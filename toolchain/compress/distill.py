@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import CompressError as UsageError
+from ..errors import CompressError
 from ..families import of as family_of
 
 
@@ -23,13 +23,13 @@ class DistillConfig:
 
     def __post_init__(self):
         if self.temperature <= 0:
-            raise UsageError(f"distillation temperature must be > 0, got {self.temperature}")
+            raise CompressError(f"distillation temperature must be > 0, got {self.temperature}")
         if not 0.0 <= self.alpha <= 1.0:
-            raise UsageError(f"distillation alpha must be in [0, 1], got {self.alpha}")
+            raise CompressError(f"distillation alpha must be in [0, 1], got {self.alpha}")
         if self.hidden_weight < 0 or self.attention_weight < 0:
-            raise UsageError("distillation hidden_weight and attention_weight must be >= 0")
+            raise CompressError("distillation hidden_weight and attention_weight must be >= 0")
         if self.layer_map not in ("uniform", "kept"):
-            raise UsageError(f"distillation layer_map must be uniform or kept, got {self.layer_map!r}")
+            raise CompressError(f"distillation layer_map must be uniform or kept, got {self.layer_map!r}")
 
 
 def map_layers(student, teacher, how: str) -> list[int]:
@@ -83,7 +83,7 @@ class Distiller:
             student.set_attn_implementation("eager")
             teacher.set_attn_implementation("eager")
         if cfg.hidden_weight > 0 and student.config.hidden_size != teacher.config.hidden_size:
-            raise UsageError("hidden-state matching needs the student and teacher to share hidden_size")
+            raise CompressError("hidden-state matching needs the student and teacher to share hidden_size")
 
     def __enter__(self):
         if self.match_states:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import CompressError as UsageError
+from ..errors import CompressError
 from ..families import of as family_of
 
 STRUCTURE_KEY = "toolformer_structure"
@@ -32,11 +32,11 @@ class PruneConfig:
         for name in ("heads", "ffn"):
             v = getattr(self, name)
             if v < 0 or (v >= 1 and v != int(v)):
-                raise UsageError(f"prune {name}: {v} must be a fraction in [0, 1) or a whole count >= 1")
+                raise CompressError(f"prune {name}: {v} must be a fraction in [0, 1) or a whole count >= 1")
         if self.importance not in ("gradient", "magnitude"):
-            raise UsageError(f"prune importance must be gradient or magnitude, got {self.importance!r}")
+            raise CompressError(f"prune importance must be gradient or magnitude, got {self.importance!r}")
         if self.steps < 1:
-            raise UsageError(f"prune steps must be >= 1, got {self.steps}")
+            raise CompressError(f"prune steps must be >= 1, got {self.steps}")
 
 
 def _layers(model):
@@ -96,12 +96,12 @@ def prune_structure(model, heads_keep: list[list[int]] | None = None, ffn_keep: 
     for i, layer in enumerate(fam.layers(model)):
         if heads_keep is not None and len(heads_keep[i]) < fam.num_heads(layer):
             if not heads_keep[i]:
-                raise UsageError(f"layer {i}: cannot remove every attention head")
+                raise CompressError(f"layer {i}: cannot remove every attention head")
             slice_heads(layer, heads_keep[i], fam)
             st["heads"][i] = [st["heads"][i][h] for h in sorted(heads_keep[i])]
         if ffn_keep is not None and len(ffn_keep[i]) < fam.ffn_width(layer):
             if not ffn_keep[i]:
-                raise UsageError(f"layer {i}: cannot remove every FFN neuron")
+                raise CompressError(f"layer {i}: cannot remove every FFN neuron")
             slice_ffn(layer, ffn_keep[i], fam)
             st["intermediate"][i] = len(ffn_keep[i])
     set_structure(model, st)
@@ -184,7 +184,7 @@ def scores(model, importance: str, batches=None, loss_fn=None) -> tuple[list, li
     """Head and neuron scores per layer by the chosen importance measure."""
     if importance == "gradient":
         if batches is None:
-            raise UsageError("gradient importance needs training batches")
+            raise CompressError("gradient importance needs training batches")
         return gradient_importance(model, batches, loss_fn)
     return magnitude_importance(model)
 
@@ -228,7 +228,7 @@ def apply_structure(model, st: dict):
     """Give a freshly built model the recorded per-layer shapes (weights are loaded afterwards)."""
     layers = _layers(model)
     if len(st["heads"]) != len(layers):
-        raise UsageError(f"{STRUCTURE_KEY} describes {len(st['heads'])} layers but the model has {len(layers)}")
+        raise CompressError(f"{STRUCTURE_KEY} describes {len(st['heads'])} layers but the model has {len(layers)}")
     heads_keep = [list(range(len(h))) for h in st["heads"]]
     ffn_keep = [list(range(int(n))) for n in st["intermediate"]]
     rec = copy.deepcopy(st)
@@ -252,7 +252,7 @@ def load_pruned(source: str, config):
     params = {n for n, _ in model.named_parameters()}
     bad = [k for k in missing if k in params] + list(unexpected)
     if bad:
-        raise UsageError(f"{source}: pruned checkpoint does not match its recorded structure ({bad[:3]})")
+        raise CompressError(f"{source}: pruned checkpoint does not match its recorded structure ({bad[:3]})")
     return model.eval()
 
 

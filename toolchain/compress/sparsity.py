@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import CompressError as UsageError
+from ..errors import CompressError
 from ..families import of as family_of
 
 
@@ -19,9 +19,9 @@ class SparsityConfig:
 
     def __post_init__(self):
         if not 0.0 <= self.sparsity < 1.0:
-            raise UsageError(f"sparsity must be in [0, 1), got {self.sparsity}")
+            raise CompressError(f"sparsity must be in [0, 1), got {self.sparsity}")
         if self.scope not in ("global", "layer"):
-            raise UsageError(f"sparsity scope must be global or layer, got {self.scope!r}")
+            raise CompressError(f"sparsity scope must be global or layer, got {self.scope!r}")
 
 
 def target_linears(model) -> list:

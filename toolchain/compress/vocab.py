@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CompressError as UsageError
+from ..errors import CompressError
 from ..families import of as family_of
 
 
@@ -49,7 +49,7 @@ def corpus_ids(tokenizer_file, texts, cfg: VocabConfig = VocabConfig()) -> np.nd
     """Sorted old ids to keep: tokens seen >= min_count times in `texts`, specials, optional chars."""
     tj = json.loads(Path(tokenizer_file).read_text(encoding="utf-8"))
     if tj["model"].get("type") != "WordPiece":
-        raise UsageError(f"{tokenizer_file}: vocabulary pruning supports WordPiece tokenizers, not {tj['model'].get('type')}")
+        raise CompressError(f"{tokenizer_file}: vocabulary pruning supports WordPiece tokenizers, not {tj['model'].get('type')}")
     tok = _raw_tokenizer(tokenizer_file)
     counts = Counter()
     items = [tuple(t) if isinstance(t, list) else t for t in texts]
