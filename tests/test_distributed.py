@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, make_tiny_model_dir, run_cli, tiny_recipe_dict
+from helpers import ROOT, make_tiny_model_dir, run_cli, tiny_recipe_dict
 
 
 @pytest.fixture(scope="module")
