@@ -251,6 +251,12 @@ def train(model, train_split: Split, val_split: Split, encoder, cfg: TrainConfig
         model.__dict__.pop("forward", None)
         acc.free_memory()
     result.seconds = time.perf_counter() - t0
+    _finish(model, result, st, best_state, ckpt, out_dir, main)
+    return result
+
+
+def _finish(model, result: TrainResult, st: TrainState, best_state, ckpt: EpochCheckpoint, out_dir: Path, main: bool) -> None:
+    """After the last epoch: throughput into the result, train_result.json, the best weights back in `model`."""
     result.train_seconds = st.train_seconds
     result.examples_per_s = st.seen / max(st.train_seconds, 1e-9)
     result.steps = st.step
@@ -263,7 +269,6 @@ def train(model, train_split: Split, val_split: Split, encoder, cfg: TrainConfig
         if ckpt.resumed_epoch:  # the best weights may date from before the kill: write them again, whole
             model.save_pretrained(out_dir)
     model.eval()
-    return result
 
 
 def _train_epoch(acc, ddp_model, model, opt, sched, split: Split, encoder, cfg: TrainConfig, epoch: int, limit: int,
