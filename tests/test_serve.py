@@ -438,3 +438,44 @@ print(json.dumps({{"torch": "torch" in sys.modules, "toolchain": any(m.split("."
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1]) == {"torch": False, "toolchain": False}
+
+
+def test_two_workers_answer_and_share_metrics(bundle, reference, tmp_path):
+    """--workers 2: uvicorn processes behind one port; /metrics sums all of them (prometheus multiprocess mode)."""
+    with server(tmp_path, bundle, "--name", "m", "--workers", 2) as s:
+        rs = asyncio.run(_fire(s.url + "/v2/models/m/infer", [infer_body([t]) for t in TEXTS * 4], auth(), 8))
+        for t, r in zip(TEXTS * 4, rs):
+            assert r.status_code == 200, r
+            np.testing.assert_allclose(r.json()["outputs"][0]["data"], reference.logits([t])[0], atol=1e-5, rtol=0)
+        assert metric_value(s, "toolformer_texts_total", model="m") == len(TEXTS) * 4
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(60) == 0
+
+
+def test_deploy_files_match_the_server():
+    """The Kubernetes/KServe manifests probe routes the app has, on the port the image serves, with its entry point."""
+    import yaml
+
+    from runtime_py.serve.__main__ import build_parser
+
+    deploy = ROOT / "docs" / "deploy"
+    docker = (deploy / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["python", "-m", "runtime_py.serve"]' in docker and "EXPOSE 8080" in docker
+    assert "COPY runtime_py/" in docker and "torch" not in docker.split("FROM", 1)[1].split("COPY")[0]
+    docs = {}
+    for f in sorted((deploy / "kubernetes").glob("*.yaml")):
+        for d in yaml.safe_load_all(f.read_text()):
+            docs[d["kind"]] = d
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "InferenceService"} <= set(docs)
+    containers = [docs["Deployment"]["spec"]["template"]["spec"]["containers"][0], docs["InferenceService"]["spec"]["predictor"]["containers"][0]]
+    for c in containers:
+        args = build_parser().parse_args(c["args"])  # the server accepts the manifest's arguments
+        assert args.port == 8080 and args.host == "0.0.0.0"
+        assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+        assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+        assert c["env"][0]["name"] == "TOOLFORMER_API_KEY"
+    svc = docs["Service"]["spec"]
+    assert svc["selector"] == docs["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert docs["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == docs["Deployment"]["metadata"]["name"]
+    grace = docs["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > build_parser().parse_args(["x"]).graceful_timeout_s
