@@ -479,3 +479,96 @@ def test_deploy_files_match_the_server():
     assert docs["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == docs["Deployment"]["metadata"]["name"]
     grace = docs["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace > build_parser().parse_args(["x"]).graceful_timeout_s
+
+
+@pytest.fixture(scope="module")
+def pair_bundle(tiny_model_dir, tmp_path_factory) -> Path:
+    """A tiny sentence-pair (RTE) bundle, ONNX only."""
+    from conftest import SHARED_DATA, onnx_recipe_dict
+    from toolchain import recipe as recipe_mod
+    from toolchain.pipeline import build
+
+    rte = SHARED_DATA / "rte"
+    if not (rte / "train.tsv").is_file():
+        pytest.skip("no RTE data at ../shared/data/rte")
+    out = tmp_path_factory.mktemp("tiny-pair-build") / "out"
+    build(recipe_mod.build(onnx_recipe_dict(tiny_model_dir, out, data={
+        "train": str(rte / "train.tsv"), "validation": str(rte / "dev.tsv"), "text_column": "sentence1",
+        "text_pair_column": "sentence2", "label_column": "label", "max_train_samples": 48, "max_eval_samples": 24})))
+    return out / "bundle"
+
+
+def test_pair_task_takes_text_pair(pair_bundle, tmp_path):
+    import runtime_py
+
+    ref = runtime_py.load(pair_bundle)
+    firsts, seconds = ["the cat sat on the mat", "a man is walking"], ["a cat is sitting", "nobody walks"]
+    with server(tmp_path, pair_bundle, "--name", "rte") as s:
+        meta = httpx.get(s.url + "/v2/models/rte", headers=auth()).json()
+        assert [i["name"] for i in meta["inputs"]] == ["text", "text_pair"]
+        body = {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": firsts},
+                           {"name": "text_pair", "shape": [2], "datatype": "BYTES", "data": seconds}]}
+        r = httpx.post(s.url + "/v2/models/rte/infer", headers=auth(), json=body)
+        assert r.status_code == 200, r.text
+        want = ref.logits(list(zip(firsts, seconds)))
+        np.testing.assert_allclose(np.asarray(r.json()["outputs"][0]["data"], np.float32).reshape(want.shape), want, atol=1e-5, rtol=0)
+        r = httpx.post(s.url + "/v1/predict", headers=auth(), json={"texts": firsts, "text_pairs": seconds})
+        assert [p["label"] for p in r.json()["predictions"]] == [p["label"] for p in ref.predict(list(zip(firsts, seconds)))]
+        assert_one_line_error(httpx.post(s.url + "/v1/predict", headers=auth(), json={"texts": firsts}), 400, "text_pairs")
+        body["inputs"] = body["inputs"][:1]
+        assert_one_line_error(httpx.post(s.url + "/v2/models/rte/infer", headers=auth(), json=body), 400, "missing input 'text_pair'")
+
+
+def test_batcher_gathers_bounds_and_times_out():
+    """The batcher alone, with a run that blocks until released: batches fill up to max_batch_size without
+    splitting a request, the queue bound raises QueueFull, and a timed-out request is skipped, not run."""
+    import threading
+
+    from runtime_py.serve.batching import Batcher, QueueFull, RequestTimeout
+
+    release, runs = threading.Event(), []
+
+    def run(texts):
+        runs.append(list(texts))
+        release.wait(10)
+        return np.asarray([[float(len(t))] for t in texts], dtype=np.float32)
+
+    async def scenario():
+        b = Batcher(run, max_batch_size=4, max_queue_delay_us=50_000, max_queue_size=2, timeout_s=5, name="t")
+        b.start()
+        first = asyncio.create_task(b.submit(["a"]))
+        await asyncio.sleep(0.1)                      # 'a' waited 50 ms alone and is running (blocked)
+        late = asyncio.create_task(b.submit(["bb", "ccc"]))
+        also = asyncio.create_task(b.submit(["dddd", "e", "ff"]))  # 2 + 3 > 4: runs after, not split
+        await asyncio.sleep(0.01)
+        with pytest.raises(QueueFull):
+            await b.submit(["x"])
+        release.set()
+        results = [await first, await late, await also]
+        release.clear()
+        blocker = asyncio.create_task(b.submit(["blocks"]))
+        await asyncio.sleep(0.1)
+        b.timeout_s = 0.05
+        with pytest.raises(RequestTimeout):
+            await b.submit(["timed-out"])
+        release.set()
+        await blocker
+        await b.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    assert [r.logits[:, 0].tolist() for r in results] == [[1.0], [2.0, 3.0], [4.0, 1.0, 2.0]]
+    assert runs[:3] == [["a"], ["bb", "ccc"], ["dddd", "e", "ff"]] and ["timed-out"] not in runs, runs
+    assert [r.batch_size for r in results] == [1, 2, 3]
+
+
+def test_serve_help_lists_the_knobs():
+    from click.testing import CliRunner
+
+    from toolchain.cli import main
+
+    res = CliRunner().invoke(main, ["serve", "--help"])
+    assert res.exit_code == 0, res.output
+    for opt in ("--bundle", "--name", "--host", "--port", "--workers", "--api-key-file", "--max-batch-size",
+                "--max-queue-delay-us", "--log-inputs"):
+        assert opt in res.output
