@@ -158,6 +158,8 @@ def main(argv=None) -> int:
     manifest = read_manifest(bundle)
     keys = args.artifacts.split(",") if args.artifacts else [artifact_key(a) for a in manifest["artifacts"]]
     texts = load_texts(bundle, args.texts, args.num_texts)
+    if not texts:
+        raise SystemExit("error: no texts to send (empty --texts file?)")
     conc = [int(c) for c in args.concurrency.split(",")]
     rows = []
     logdir = Path(os.environ.get("TMPDIR", "/tmp"))

@@ -572,3 +572,34 @@ def test_serve_help_lists_the_knobs():
     for opt in ("--bundle", "--name", "--host", "--port", "--workers", "--api-key-file", "--max-batch-size",
                 "--max-queue-delay-us", "--log-inputs"):
         assert opt in res.output
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(tiny_model_dir, tmp_path_factory) -> Path:
+    """A tiny ONNX dynamic-int8 bundle: ONNX Runtime scales activations per tensor, over the whole batch."""
+    from conftest import onnx_recipe_dict
+    from toolchain import recipe as recipe_mod
+    from toolchain.pipeline import build
+
+    out = tmp_path_factory.mktemp("tiny-int8-onnx") / "out"
+    build(recipe_mod.build(onnx_recipe_dict(tiny_model_dir, out, export={"precisions": ["int8"]})))
+    return out / "bundle"
+
+
+def test_batch_dependent_int8_answers_do_not_depend_on_other_callers(int8_bundle, tmp_path):
+    """Where an artifact's logits move with batch company, requests are not batched together: every answer
+    equals runtime_py on that request's texts alone, however many callers there are."""
+    import runtime_py
+    from runtime_py.serve.app import batch_dependent
+
+    ref = runtime_py.load(int8_bundle, artifact="onnx-int8")
+    dependent = batch_dependent(ref)
+    with server(tmp_path, int8_bundle, "--name", "q", "--artifact", "onnx-int8") as s:
+        meta = httpx.get(s.url + "/v2/models/q", headers=auth()).json()
+        assert meta["parameters"]["cross_request_batching"] is (not dependent)
+        texts = [f"{t} {w}" for t in TEXTS for w in ("now", "please", "today", "again")]
+        rs = asyncio.run(_fire(s.url + "/v2/models/q/infer", [infer_body([t]) for t in texts], auth(), 16))
+        for t, r in zip(texts, rs):
+            assert r.status_code == 200, r
+            np.testing.assert_allclose(r.json()["outputs"][0]["data"], ref.logits([t])[0], atol=1e-5, rtol=0)
+    print(f"\nonnx-int8 tiny bundle: batch-dependent {dependent}; 24 concurrent answers equal runtime_py alone")

@@ -41,7 +41,8 @@ class Metrics:
                                  multiprocess_mode="livesum")
         # An info-style gauge (value 1): prometheus_client's Info type has no multiprocess mode.
         self.model_info = Gauge("toolformer_model_info", "The served model: bundle artifact, format, precision, checksum.",
-                                ["model", "artifact", "format", "precision", "sha256", "max_seq_len", "num_labels", "text_pair"],
+                                ["model", "artifact", "format", "precision", "sha256", "max_seq_len", "num_labels", "text_pair",
+                                 "cross_request_batching"],
                                 registry=r, multiprocess_mode="max")
 
     def render(self) -> bytes:
