@@ -2,7 +2,7 @@
 import os
 import re
 
-from conftest import run_cli
+from helpers import run_cli
 
 CHATTER = re.compile(r"cpuinfo|Failed to load .*torchao|_C_mxfp8|_C_cutlass|register_constant|Loading weights")
 
