@@ -93,6 +93,13 @@ class ParitySection:
     golden_size: int = _f(16, "Golden examples stored in the bundle for `verify`.")
     # fp16 weights round each value to ~3 significant digits: logits move by ~1e-3, far above fp32's
     # 1e-4 gate but far below anything that changes a prediction.
+    # Near-ties (docs/gates.md): a top-1 flip counts only on rows whose reference margin exceeds
+    # max(tie_floor, tie_scale x the median per-row gap error); 8x the median covered every flip of
+    # the faithful artifacts in benchmarks/gates.py while a 1%-noise fault's flips stayed decisive.
+    tie_scale: float = _f(8.0, "Top-1 gates count a flip only where the reference's top-2 margin exceeds this many times the artifact's median per-row logit-gap error (near-ties are not judged).")
+    tie_floor: float = _f(1e-4, "Smallest near-tie margin (logit units), whatever the error scale.")
+    min_decisive: float = _f(0.5, "fp16/int8: smallest fraction of rows whose reference margin exceeds the near-tie margin (below it the artifact's error rivals the model's own decisions).")
+    accuracy_alpha: float = _f(0.05, "An accuracy drop above max_accuracy_drop fails only when McNemar's exact one-sided test on the discordant rows gives p below this.")
     fp16_max_abs: float = _f(2e-2, "fp16-weight artifact vs its PyTorch source: max-abs logit error.")
     fp16_min_cosine: float = _f(0.9995, "fp16-weight artifact vs its PyTorch source: minimum cosine of logits.")
     fp16_min_top1: float = _f(0.99, "fp16-weight artifact vs its PyTorch source: top-1 agreement.")
@@ -297,6 +304,7 @@ def _check_ranges(r: Recipe) -> None:
     for prec, limits in GATE_LIMITS.items():
         for k, lim in limits.items():
             name = {"int8_min_logit_cosine": "int8_min_cosine"}.get(f"{prec}_{k}", f"{prec}_{k}")  # key kept for old recipes
+            name = {"max_tie_scale": "tie_scale", "max_tie_floor": "tie_floor", "min_decisive": "min_decisive"}.get(k, name)
             val = getattr(r.parity, name, None)
             if val is not None and (val > lim if k.startswith("max_") else val < lim):
                 raise UsageError(f"recipe: parity.{name} = {val} is looser than `verify` accepts ({lim})")
