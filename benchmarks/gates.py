@@ -107,7 +107,7 @@ def make_recipe(model_dir: Path, train_csv: Path, dev_csv: Path, out: Path, cfg:
     return recipe_mod.build({
         "out": str(out), "model": {"path": str(model_dir)},
         "data": {"train": str(train_csv), "validation": str(dev_csv)},
-        "train": {"epochs": cfg.get("epochs", 8.0), "max_seq_len": cfg.get("max_seq_len", 64), "seed": cfg["seed"],
+        "train": {"epochs": cfg.get("epochs", 3.0), "max_seq_len": cfg.get("max_seq_len", 64), "seed": cfg["seed"],
                   "learning_rate": cfg.get("lr", 4e-3), "batch_size": 16},
         "student": {"num_layers": 0},
         "export": {"targets": ["onnx"], "precisions": ["fp32"], "max_batch": 32},
@@ -386,13 +386,13 @@ TINY = [  # name: task, layers, hidden, seed, targets
     ("t2-intents3-s1", dict(task="intents3", layers=3, hidden=32, seed=1, faults=True)),
     ("t1-intents2-s0", dict(task="intents2", layers=1, hidden=32, seed=0)),
     ("t2-intents3-s2", dict(task="intents3", layers=3, hidden=32, seed=2)),
-    ("t3-intents5-s0", dict(task="intents5", layers=2, hidden=64, seed=0, executorch=True)),
+    ("t3-intents5-s0", dict(task="intents5", layers=2, hidden=64, seed=0)),
     ("t4-intents10-s3", dict(task="intents10", layers=2, hidden=48, seed=3)),
     ("t5-skewed-s4", dict(task="skewed", layers=2, hidden=32, seed=4, executorch=True)),
     ("t6-long-s5", dict(task="long", layers=4, hidden=32, seed=5, max_seq_len=128)),
     ("t7-sst2-s6", dict(task="sst2", layers=2, hidden=32, seed=6)),
     ("t8-intents3-s7-1ep", dict(task="intents3", layers=3, hidden=32, seed=7, epochs=1.0)),
-    ("t9-intents10-s8", dict(task="intents10", layers=1, hidden=64, seed=8, executorch=True)),
+    ("t9-intents10-s8", dict(task="intents10", layers=1, hidden=64, seed=8)),
     ("t10-intents5-s9-untrained", dict(task="intents5", layers=2, hidden=32, seed=9, epochs=0.05)),
     ("t11-skewed-s10-long", dict(task="skewed", layers=3, hidden=48, seed=10, max_seq_len=128)),
 ]
@@ -429,11 +429,26 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="4 tiny configs, no MiniLM, faults on one model")
     ap.add_argument("--no-minilm", action="store_true")
     ap.add_argument("--only", nargs="*", default=None, help="subject names to run (default: all)")
+    ap.add_argument("--merge", nargs="*", default=None, help="combine these result files into --out and print the table")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gates.json"))
     a = ap.parse_args(argv)
+    if a.merge:
+        parts = [json.loads(Path(f).read_text()) for f in a.merge]
+        result = {"date": max(p_["date"] for p_ in parts), "command": " + ".join(p_["command"] for p_ in parts),
+                  "faithful": [], "faults": [], "subjects": {}, "errors": []}
+        for p_ in parts:
+            result["faithful"] += p_["faithful"]
+            result["faults"] += p_["faults"]
+            result["subjects"].update(p_["subjects"])
+            result["errors"] += p_.get("errors", [])
+        save(result, a.out, time.time() - sum(p_["seconds"] for p_ in parts))
+        print(table(result))
+        print(markdown(result))
+        print(f"wrote {a.out}")
+        return 0
     import torch
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(1)  # the sweep shares a small machine; one thread each is fastest there
     from toolchain.model import _quiet_transformers
 
     _quiet_transformers()
@@ -442,7 +457,8 @@ def main(argv=None) -> int:
         configs = [c for c in configs if c[0] in a.only]
     t_start = time.time()
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "command": "python benchmarks/gates.py" + (" --quick" if a.quick else "") + (" --no-minilm" if a.no_minilm else ""),
+              "command": "python benchmarks/gates.py" + (" --quick" if a.quick else "") + (" --no-minilm" if a.no_minilm else "")
+              + (" --only " + " ".join(a.only) if a.only else ""),
               "faithful": [], "faults": [], "subjects": {}}
     with tempfile.TemporaryDirectory(prefix="toolformer-gates-") as tmp:
         for name, cfg in configs:
@@ -453,7 +469,7 @@ def main(argv=None) -> int:
                 result["subjects"][name] = {**cfg, "accuracy": s.accuracy, "labels": len(s.data.labels),
                                             "validation_rows": len(s.data.validation)}
                 if cfg.get("faults"):  # the issue's shape: 3 layers, 3 labels
-                    result["faults"] += model_faults(s, ["onnx", "executorch"])
+                    result["faults"] += model_faults(s, ["onnx"])
                     result["faults"] += bundle_faults(s)
                 if cfg.get("minilm") and cfg["task"] == "sst2":
                     result["faults"] += model_faults_minilm(s)
@@ -512,6 +528,30 @@ def table(result: dict) -> str:
     lines.append(f"\nfalse alarms: {c['false_alarms']} / {c['faithful_artifacts']} faithful artifacts "
                  f"(gate before issue 13: {c['old_gate_false_alarms']}); faults caught: {c['caught']} / {c['faults']}; "
                  f"controls failed: {c['control_false_alarms']} / {c['controls']}; {result['seconds']} s")
+    return "\n".join(lines)
+
+
+def markdown(result: dict) -> str:
+    """The summary tables of docs/gates.md."""
+    c = result["counts"]
+    lines = ["| subject | labels | val rows | accuracy | artifacts | flips (raw) | decisive flips | old gate failed | new gate failed |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, sub in result["subjects"].items():
+        rows = [r for r in result["faithful"] if r["subject"] == name]
+        if not rows:
+            continue
+        lines.append(f"| {name} | {sub.get('labels')} | {sub.get('validation_rows')} | {sub.get('accuracy', float('nan')):.3f} | "
+                     f"{', '.join(r['artifact'] for r in rows)} | {sum(r['flips'] for r in rows)} | "
+                     f"{sum(r['decisive_flips'] for r in rows)} | {sum(not r['old_gate_passed'] for r in rows)} | "
+                     f"{sum(not r['passed'] for r in rows)} |")
+    lines += ["", f"**{c['false_alarms']} false alarms in {c['faithful_artifacts']} faithful artifacts** "
+              f"(the gate before issue 13: {c['old_gate_false_alarms']}).", "",
+              "| fault | artifact | caught by | first reason |", "|---|---|---|---|"]
+    for r in result["faults"]:
+        reason = (r.get("reasons") or ["(passed)"])[0].replace("|", "/")
+        lines.append(f"| {r['fault']} | {r['artifact']} | {r['caught_by'] or 'not caught'} | {reason[:140]} |")
+    lines += ["", f"**{c['caught']} of {c['faults']} faults caught**; controls (faithful) failed: "
+              f"{c['control_false_alarms']} of {c['controls']}."]
     return "\n".join(lines)
 
 
