@@ -429,6 +429,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="4 tiny configs, no MiniLM, faults on one model")
     ap.add_argument("--no-minilm", action="store_true")
     ap.add_argument("--only", nargs="*", default=None, help="subject names to run (default: all)")
+    ap.add_argument("--bundle-only", default=None, help="only the bundle faults (`verify`), on this subject's config")
     ap.add_argument("--merge", nargs="*", default=None, help="combine these result files into --out and print the table")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gates.json"))
     a = ap.parse_args(argv)
@@ -453,6 +454,8 @@ def main(argv=None) -> int:
 
     _quiet_transformers()
     configs = TINY[:4] if a.quick else TINY + ([] if a.no_minilm else MINILM)
+    if a.bundle_only:
+        return bundle_sweep(dict(TINY + MINILM)[a.bundle_only], a.bundle_only, a.out)
     if a.only:
         configs = [c for c in configs if c[0] in a.only]
     t_start = time.time()
@@ -529,6 +532,33 @@ def table(result: dict) -> str:
                  f"(gate before issue 13: {c['old_gate_false_alarms']}); faults caught: {c['caught']} / {c['faults']}; "
                  f"controls failed: {c['control_false_alarms']} / {c['controls']}; {result['seconds']} s")
     return "\n".join(lines)
+
+
+class _BundleSubject:
+    """What bundle_faults needs of a Subject, without training one: the build trains its own."""
+
+    def __init__(self, name: str, cfg: dict, work: Path):
+        from conftest import make_tiny_model_dir
+        from toolchain.data import load_dataset
+
+        self.name, self.cfg, self.work = name, cfg, work
+        train_csv, dev_csv = write_task(work / "data", cfg["task"], cfg["seed"])
+        corpus = [t for t, _ in task_rows(cfg["task"], cfg["seed"])[0]]
+        model_dir = make_tiny_model_dir(work / "model", layers=cfg["layers"], hidden=cfg["hidden"], heads=4,
+                                        intermediate=cfg["hidden"] * 2, seed=cfg["seed"], corpus=corpus)
+        self.r = make_recipe(model_dir, train_csv, dev_csv, work / "out", cfg)
+        self.data = load_dataset(self.r.data, cfg["seed"])
+
+
+def bundle_sweep(cfg: dict, name: str, out: str) -> int:
+    t0 = time.time()
+    result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "command": f"python benchmarks/gates.py --bundle-only {name}", "faithful": [], "faults": [], "subjects": {}}
+    with tempfile.TemporaryDirectory(prefix="toolformer-gates-") as tmp:
+        result["faults"] = bundle_faults(_BundleSubject(name, cfg, Path(tmp)))
+    save(result, out, t0)
+    print(table(result))
+    return 0
 
 
 def markdown(result: dict) -> str:
