@@ -50,7 +50,7 @@ def _read_csv(path: Path) -> list[tuple[str, str]]:
 def _read_sst2(path: Path, n: int, seed: int) -> list[tuple[str, str]]:
     with open(path, encoding="utf-8") as f:
         rows = [ln.rstrip("\n").split("\t") for ln in f][1:]
-    rows = [(t, lab) for t, lab in rows]
+    rows = [(t, lab) for lab, t in rows]  # label<TAB>sentence
     random.Random(seed).shuffle(rows)
     return rows[:n]
 
@@ -437,10 +437,11 @@ def main(argv=None) -> int:
         parts = [json.loads(Path(f).read_text()) for f in a.merge]
         result = {"date": max(p_["date"] for p_ in parts), "command": " + ".join(p_["command"] for p_ in parts),
                   "faithful": [], "faults": [], "subjects": {}, "errors": []}
-        for p_ in parts:
-            result["faithful"] += p_["faithful"]
-            result["faults"] += p_["faults"]
-            result["subjects"].update(p_["subjects"])
+        for p_ in parts:  # a subject run by two parts counts once (the first)
+            fresh = [k for k in p_["subjects"] if k not in result["subjects"]]
+            result["faithful"] += [r for r in p_["faithful"] if r["subject"] in fresh]
+            result["faults"] += [r for r in p_["faults"] if r["subject"] in fresh or not p_["subjects"]]
+            result["subjects"].update({k: p_["subjects"][k] for k in fresh})
             result["errors"] += p_.get("errors", [])
         save(result, a.out, time.time() - sum(p_["seconds"] for p_ in parts))
         print(table(result))
