@@ -103,7 +103,7 @@ class ParitySection:
     min_decisive: float = _f(0.5, "fp16/int8: smallest fraction of rows whose reference margin exceeds the near-tie margin (below it the artifact's error rivals the model's own decisions).")
     accuracy_alpha: float = _f(0.05, "An accuracy drop above max_accuracy_drop fails only when McNemar's exact one-sided test on the discordant rows gives p below this.")
     fp16_max_abs: float = _f(2e-2, "fp16-weight artifact vs its PyTorch source: max-abs logit error.")
-    fp16_min_cosine: float = _f(0.9995, "fp16-weight artifact vs its PyTorch source: minimum cosine of logits.")
+    fp16_min_cosine: float = _f(0.9995, "fp16-weight artifact vs its PyTorch source: minimum cosine of the row-centred logit matrix (as int8; max_abs bounds each logit).")
     fp16_min_top1: float = _f(0.99, "fp16-weight artifact vs its PyTorch source: top-1 agreement on decisive rows.")
     # arm64 (`verify --arm64`) vs the build machine's logits of the same artifact: NEON and AVX kernels
     # sum in another order (~1e-6 on MiniLM); a wrong kernel moves logits by 1e-2 or more.
@@ -305,7 +305,7 @@ def _check_ranges(r: Recipe) -> None:
     # `verify` never accepts an artifact-vs-source gate looser than these limits, so a build may not either.
     for prec, limits in GATE_LIMITS.items():
         for k, lim in limits.items():
-            name = {"int8_min_logit_cosine": "int8_min_cosine"}.get(f"{prec}_{k}", f"{prec}_{k}")  # key kept for old recipes
+            name = {"int8_min_logit_cosine": "int8_min_cosine", "fp16_min_logit_cosine": "fp16_min_cosine"}.get(f"{prec}_{k}", f"{prec}_{k}")  # key kept for old recipes
             name = {"max_tie_scale": "tie_scale", "max_tie_floor": "tie_floor", "min_decisive": "min_decisive"}.get(k, name)
             val = getattr(r.parity, name, None)
             if val is not None and (val > lim if k.startswith("max_") else val < lim):
