@@ -104,15 +104,22 @@ def build(r, force: bool = False, resume: bool = False) -> dict:
     and fine-tuning restarts from its last epoch checkpoint.
     """
     from . import distributed as dist
-    from .staging import build_key
+    from .staging import build_key, complete_build
 
     out = Path(r.out)
     # Bad input is refused before torch/accelerate are even imported (fast, and nothing written).
     source, data, total_layers = preflight(r)
-    _check_out(out, force)  # on every process, so a refusal ends them all alike
+    key = build_key(r, data, source)
+    # Killed after its commit: OUT is already this build, and `--resume` has nothing left to do.
+    finished = complete_build(out, key) if resume and not force else None
+    if finished is None:
+        _check_out(out, force)  # on every process, so a refusal ends them all alike
     dist.init(r.train.device)
     if resume and dist.num_processes() > 1:
         raise UsageError("--resume works for single-process builds; rerun it without a multi-process launcher")
+    if finished is not None:
+        print(f"[toolformer] resume: {out} is already the complete build of this recipe; nothing to do", flush=True)
+        return _verdict(finished, out)
     hand = dist.Handover()
     if not dist.is_main():
         import tempfile
@@ -123,7 +130,7 @@ def build(r, force: bool = False, resume: bool = False) -> dict:
         hand.release()
         return None
     try:
-        staging = _prepare_out(out, force, build_key(r, data, source), resume)
+        staging = _prepare_out(out, force, key, resume)
         try:
             summary = _build_into(r, source, data, staging, hand)
         except KeyboardInterrupt:
@@ -133,9 +140,17 @@ def build(r, force: bool = False, resume: bool = False) -> dict:
             raise
         if not summary["passed"]:
             shutil.rmtree(staging / "bundle", ignore_errors=True)
+            for arc in staging.glob("bundle.tar.*"):  # an archive an interrupted run of this build left
+                arc.unlink()
+        print(f"[toolformer] commit: {out}", flush=True)  # the last event before OUT is swapped in
         _commit(staging, out)
     finally:
         hand.release()
+    return _verdict(summary, out)
+
+
+def _verdict(summary: dict, out: Path) -> dict:
+    """The summary of a build whose gates passed; GateError (exit 1) naming the failures otherwise."""
     if not summary["passed"]:
         failed = [f"{a['artifact']}: {'; '.join(a['reasons'])}" for a in summary["artifacts"] if not a["passed"]]
         raise GateError(f"parity gate failed, no bundle written ({out}/parity.json): " + " | ".join(failed))
@@ -147,7 +162,6 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
 
     import targets
     from runtime_py.backends import open_backend
-    from runtime_py.bundle import sha256_file
     from runtime_py.tokenize import TextEncoder
 
     from . import model as model_mod
@@ -190,7 +204,7 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
         orig_acc = orig_res.best_accuracy
     _save_tokenizer(source, work / "original", r)
     if not done:
-        progress.mark("original", train=orig_res.to_dict() if orig_res else None, val_accuracy=orig_acc)
+        progress.mark("original", files=[work / "original"], train=orig_res.to_dict() if orig_res else None, val_accuracy=orig_acc)
     stages.end(val_accuracy=orig_acc, params=count_params(original),
                device=orig_res.device if orig_res else "n/a", precision=orig_res.precision if orig_res else "n/a",
                examples_per_s=round(orig_res.examples_per_s, 1) if orig_res else None, **({"resumed": True} if done else {}))
@@ -207,7 +221,8 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
             stu = load_student(work, data.labels, done, stages, r)
         else:
             stu = make_student(r, original, data, encoder, tok_file, work, source, stages, orig_acc)
-            progress.mark("student", **student_record(stu, work))
+            progress.mark("student", files=[work / "student", *([stu.tokenizer_file] if stu.tokenizer_file != tok_file else [])],
+                          **student_record(stu, work))
         shipped, shipped_name, st_res, ship_tok = stu.model, "student", stu.train_result, stu.tokenizer_file
         compression = {"stages": stu.rows, "facts": stu.facts}
     else:
@@ -238,8 +253,7 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
             cfg = None if prec == "int8" else target.config_type(
                 precision=prec, max_batch=r.export.max_batch, max_seq_len=r.train.max_seq_len,
                 **({"opset": r.export.opset} if tname == "onnx" else {}))
-            done = progress.get(f"export {path.name}")
-            done = done if done and path.is_file() and sha256_file(path) == done["sha256"] else None
+            done = progress.get(f"export {path.name}")  # None unless its files are there, unchanged
             if done:
                 facts = done["facts"]  # resumed: this artifact was exported completely before the interruption
             else:
@@ -252,7 +266,7 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
                         facts = target.export(shipped, path, cfg, {"max_seq_len": r.train.max_seq_len})
                 except ValueError as e:
                     raise UsageError(f"export {tname} {prec}: {e}") from None
-                progress.mark(f"export {path.name}", sha256=sha256_file(path), facts=facts)
+                progress.mark(f"export {path.name}", files=sorted(art_dir.glob(f"{path.stem}.*")), facts=facts)
             stages.end(bytes=path.stat().st_size, **({"resumed": True} if done else {}))
             exported.append({"path": path, "format": tname, "precision": prec, "source": shipped_name, "export": facts})
 
@@ -314,6 +328,7 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
         "training": {name: res.facts() for name, res in (("original", orig_res), ("student", st_res)) if res is not None},
         "versions": versions(),
         "recipe_sha256": r.sha256(),
+        "build_key": progress.recipe_sha,  # `build --resume` of an OUT that is already this build has nothing to do
     }
     report_file = work / "report.md"
     plot = report.write_accuracy_latency_plot(summary, work / "accuracy_latency.png")
