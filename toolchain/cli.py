@@ -229,9 +229,11 @@ def bench(target, threads, batch_sizes, seq_lens, iters, warmup, only, original,
 @click.option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any recipe key (repeatable).")
 @click.option("--force", is_flag=True, help="Replace an existing OUT once the new checkpoint is complete.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run (same recipe and flags) from .OUT.partial, "
+                                              "after its last epoch checkpoint.")
 @handle_errors
 def finetune(recipe, out, model, train_file, validation, text_column, text_pair_column, label_column, epochs,
-             max_seq_len, device, sets, force):
+             max_seq_len, device, sets, force, resume):
     """Fine-tune only the original into OUT (a Hugging Face checkpoint with tokenizer and train_result.json).
 
     Train where the GPUs are (also under `accelerate launch` / `torchrun`), then compress and export
@@ -255,7 +257,7 @@ def finetune(recipe, out, model, train_file, validation, text_column, text_pair_
     from .finetune import finetune_original
 
     try:
-        res = finetune_original(r, out, force=force)
+        res = finetune_original(r, out, force=force, resume=resume)
     finally:
         finish()
     if res is None:  # a non-main process of a multi-process launch
@@ -280,10 +282,12 @@ def finetune(recipe, out, model, train_file, validation, text_column, text_pair_
 @click.option("--out", help="Output directory (default: a RECIPE's out, else CHECKPOINT-compressed, or OUT-compressed for a build's OUT/original).")
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any recipe key (repeatable).")
 @click.option("--force", is_flag=True, help="Replace an existing output directory once the new one is complete.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run (same checkpoint, recipe and flags) from "
+                                              ".OUT.partial: finished stages are reused.")
 @compress_options
 @handle_errors
 def compress(checkpoint, recipe, train_file, validation, test, text_column, text_pair_column, label_column,
-             num_layers, epochs, max_seq_len, out, sets, force, **compress_flags):
+             num_layers, epochs, max_seq_len, out, sets, force, resume, **compress_flags):
     """Compress a fine-tuned CHECKPOINT: truncate, prune, distil, sparsify, prune the vocabulary,
     then export, check parity and bundle into OUT (student/, compression.md/.json/.png, bundle/).
 
@@ -327,7 +331,7 @@ def compress(checkpoint, recipe, train_file, validation, test, text_column, text
     from .pipeline import build as run_build
 
     try:
-        summary = run_build(r, force=force)
+        summary = run_build(r, force=force, resume=resume)
     finally:
         finish()
     if summary is not None:

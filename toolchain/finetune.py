@@ -294,11 +294,14 @@ def _train_epoch(acc, ddp_model, model, opt, sched, split: Split, encoder, cfg: 
     return float(totals[0]), int(totals[1])
 
 
-def finetune_original(r, out, force: bool = False) -> TrainResult | None:
+def finetune_original(r, out, force: bool = False, resume: bool = False) -> TrainResult | None:
     """`toolformer finetune`: only the original, into a checkpoint dir (train on GPUs, compress and export anywhere).
 
     OUT gets the Hugging Face checkpoint (config, safetensors, tokenizer), train_result.json and
     recipe.toml, written by the main process through a staging dir; other processes return None.
+    With `resume` (single process), the staging dir of an interrupted run of the same recipe and data
+    continues: training restarts after its last epoch checkpoint, a finished (recorded and verified)
+    checkpoint is committed without training again.
     """
     import shutil
     import tempfile
@@ -307,15 +310,27 @@ def finetune_original(r, out, force: bool = False) -> TrainResult | None:
     from . import model as model_mod
     from . import pipeline
     from . import recipe as recipe_mod
+    from .errors import UsageError
+    from .staging import PROGRESS, Progress, build_key, train_result
     from runtime_py.tokenize import TextEncoder
 
     dist.init(r.train.device)
     source, data, _ = pipeline.preflight(r)
     out = Path(out)
     pipeline._check_out(out, force)
+    if resume and dist.num_processes() > 1:
+        raise UsageError("--resume works for single-process runs; rerun it without a multi-process launcher")
     main = dist.is_main()
-    work = pipeline._prepare_out(out, force) if main else None
+    key = build_key(r, data, source)
+    work = pipeline._prepare_out(out, force, key, resume) if main else None
+    progress = Progress(work, key) if main else None
     hand = dist.Handover()
+    done = progress.get("original") if main else None
+    if done is not None:  # killed after training finished, before the commit: the checkpoint is complete
+        print("[toolformer] fine-tune original: reused from the interrupted run", flush=True)
+        pipeline._commit(work, out)
+        hand.release()
+        return train_result(done["train"])
     try:
         with tempfile.TemporaryDirectory(prefix="toolformer-tok-") as scratch:
             tok_file = model_mod.save_tokenizer_json(source, Path(scratch) / "tokenizer.json", r.model.trust_remote_code)
@@ -331,7 +346,10 @@ def finetune_original(r, out, force: bool = False) -> TrainResult | None:
             return None
         pipeline._save_tokenizer(source, work, r)
         recipe_mod.dump(r, work / "recipe.toml")
+        progress.mark("original", files=[f for f in work.iterdir() if not f.name.startswith(PROGRESS)], train=res.to_dict())
         pipeline._commit(work, out)
+    except KeyboardInterrupt:
+        raise  # keep the staging directory: `--resume` continues from it
     except BaseException:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
