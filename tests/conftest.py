@@ -6,6 +6,8 @@ tests marked `slow`.
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -137,9 +139,39 @@ def tiny_onnx_build(tiny_model_dir, tmp_path_factory) -> Path:
     from toolchain import recipe as recipe_mod
     from toolchain.pipeline import build
 
-    out = tmp_path_factory.mktemp("tiny-onnx-build") / "out"
-    build(recipe_mod.build(onnx_recipe_dict(tiny_model_dir, out)))
-    return out
+    return _tiny_onnx_builds(tiny_model_dir, tmp_path_factory)[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_stopped(tiny_model_dir, tmp_path_factory) -> Path:
+    """The staging dir of tiny_onnx_build as it was just before its commit (every stage recorded,
+    bundle/ inside): what a kill there leaves. Read-only; copy it to `.OUT.partial` of an OUT."""
+    return _tiny_onnx_builds(tiny_model_dir, tmp_path_factory)[1]
+
+
+_ONNX_BUILDS: list = []
+
+
+def _tiny_onnx_builds(model_dir: Path, tmp_path_factory) -> tuple[Path, Path]:
+    """One build for both fixtures above: its staging dir is copied aside as the commit starts."""
+    if not _ONNX_BUILDS:
+        from unittest import mock
+
+        from toolchain import pipeline
+        from toolchain import recipe as recipe_mod
+
+        base = tmp_path_factory.mktemp("tiny-onnx-build")
+        out, stopped = base / "out", base / "stopped-before-commit"
+        commit = pipeline._commit
+
+        def copy_then_commit(staging, dest):
+            shutil.copytree(staging, stopped)
+            commit(staging, dest)
+
+        with mock.patch.object(pipeline, "_commit", copy_then_commit):
+            pipeline.build(recipe_mod.build(onnx_recipe_dict(model_dir, out)))
+        _ONNX_BUILDS[:] = [out, stopped]
+    return _ONNX_BUILDS[0], _ONNX_BUILDS[1]
 
 
 def run_cli(*args, cwd=None, env=None, timeout=900) -> subprocess.CompletedProcess:
@@ -148,3 +180,36 @@ def run_cli(*args, cwd=None, env=None, timeout=900) -> subprocess.CompletedProce
     e.update(env or {})
     return subprocess.run([sys.executable, "-m", "toolchain.cli", *map(str, args)], cwd=cwd or ROOT, env=e,
                           capture_output=True, text=True, timeout=timeout)
+
+
+# --- Identity and equality of builds (crash-safety tests: test_kill.py, test_resume_states.py) ---
+
+def tree(path: Path) -> dict:
+    """relative path → sha256 of every file under `path` (the identity of a build directory)."""
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def verified(bundle: Path) -> bool:
+    """runtime_py's verification (checksums, tokenizer, labels, golden outputs) of an ONNX-only bundle."""
+    from runtime_py.verify import verify_bundle
+
+    return verify_bundle(bundle)["passed"]
+
+
+def golden_logits(out: Path):
+    import numpy as np
+
+    g = json.loads((out / "bundle" / "golden.json").read_text())
+    return np.asarray(next(iter(g["artifact_logits"].values())), dtype=np.float64)
+
+
+def assert_same_build(a: Path, b: Path) -> None:
+    """Two builds of the same recipe/data/seed: same metrics, same artifact outputs (fp32 rounding)."""
+    import numpy as np
+
+    sa, sb = (json.loads((x / "summary.json").read_text()) for x in (a, b))
+    assert sa["original"]["val_accuracy"] == sb["original"]["val_accuracy"]
+    assert sa["shipped"]["val_accuracy"] == sb["shipped"]["val_accuracy"]
+    assert [h["val_accuracy"] for h in sa["original"]["train"]["history"]] == [h["val_accuracy"] for h in sb["original"]["train"]["history"]]
+    np.testing.assert_allclose(golden_logits(a), golden_logits(b), rtol=1e-5, atol=1e-6)

@@ -135,11 +135,13 @@ def prepare(out: Path, recipe_sha: str, resume: bool) -> tuple[Path, bool]:
 
 
 def build_key(r, data, source: str) -> str:
-    """What a resumed build must share with the interrupted one: the resolved recipe, the data rows
-    and the model files (size and mtime), so edited data or a replaced checkpoint start afresh."""
+    """What a resumed build must share with the interrupted one: the resolved recipe (but its `out`:
+    the staging dir's place already ties it to OUT), the data rows and the model files (size and
+    mtime), so edited data or a replaced checkpoint start afresh."""
     import hashlib
 
-    h = hashlib.sha256(r.sha256().encode())
+    resolved = {k: v for k, v in r.to_dict().items() if k != "out"}
+    h = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode())
     for split in data.splits():
         h.update(json.dumps([split.name, split.texts, split.labels], ensure_ascii=False).encode())
     h.update(json.dumps(data.labels).encode())
