@@ -196,7 +196,7 @@ def write_recipe(dest: Path) -> Path:
     import tomli_w
 
     sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import make_tiny_model_dir, onnx_recipe_dict
+    from helpers import make_tiny_model_dir, onnx_recipe_dict
 
     model = make_tiny_model_dir(dest / "tiny-bert")
     r = onnx_recipe_dict(model, dest / "unused")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, assert_same_build, onnx_recipe_dict, run_cli, tree, verified
+from helpers import ROOT, assert_same_build, onnx_recipe_dict, run_cli, tree, verified
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from kill_sweep import Run, kill_chain  # noqa: E402  (the sweep's kill machinery, shared)

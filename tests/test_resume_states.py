@@ -16,7 +16,7 @@ from unittest import mock
 
 import pytest
 
-from conftest import assert_same_build, onnx_recipe_dict, tree, verified
+from helpers import assert_same_build, onnx_recipe_dict, tree, verified
 
 EXPORT = "export model-onnx-fp32.onnx"
 ART = Path("artifacts") / "model-onnx-fp32.onnx"
@@ -249,7 +249,7 @@ def test_compress_resume_reuses_the_student(tiny_onnx_build, tmp_path):
 
     out = tmp_path / "c"
     args = ["compress", str(tiny_onnx_build / "original"), "--out", str(out), "--prune-vocab", "--resume"]
-    with mock.patch("toolchain.pipeline._commit", side_effect=KeyboardInterrupt):
+    with mock.patch("toolchain.staging.commit", side_effect=KeyboardInterrupt):
         res = CliRunner().invoke(main, args)
     assert res.exit_code == 130 and not out.exists(), res.output
     st = staging_dir(out)
@@ -266,12 +266,12 @@ def test_finetune_resume_commits_a_finished_checkpoint_without_training(tiny_mod
     """`toolformer finetune` killed after training, before its commit: `--resume` verifies the
     recorded checkpoint and commits it; one changed byte and it trains again instead."""
     from toolchain import recipe as recipe_mod
-    from toolchain.finetune import finetune_original
+    from toolchain.pipeline import finetune as finetune_original
     from toolchain.staging import staging_dir
 
     out = tmp_path / "ckpt"
     r = recipe_mod.build(onnx_recipe_dict(tiny_model_dir, out, train={"epochs": 1.0}))
-    with mock.patch("toolchain.pipeline._commit", side_effect=KeyboardInterrupt):
+    with mock.patch("toolchain.staging.commit", side_effect=KeyboardInterrupt):
         with pytest.raises(KeyboardInterrupt):
             finetune_original(r, out)
     st = staging_dir(out)

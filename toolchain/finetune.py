@@ -13,7 +13,7 @@ import math
 import platform
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -37,6 +37,16 @@ class TrainConfig:
     precision: str = "auto"
     grad_accum: int = 1
 
+    @classmethod
+    def from_recipe(cls, r, section: str = "train") -> "TrainConfig":
+        """The [train] settings of recipe `r`; section "student" takes epochs, learning rate and batch size from [student]."""
+        t = r.train
+        cfg = cls(**{f.name: getattr(t, f.name) for f in fields(cls)})
+        if section == "student":
+            s = r.student
+            cfg.epochs, cfg.learning_rate, cfg.batch_size = s.epochs, s.learning_rate, s.batch_size
+        return cfg
+
 
 @dataclass
 class TrainResult:
@@ -57,6 +67,14 @@ class TrainResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "TrainResult | None":
+        """Back from `to_dict` (a resume record); fields a newer version added keep their defaults."""
+        if d is None:
+            return None
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
     def facts(self) -> dict:
         """Where and how the model was trained, for summaries and bundle manifests."""
@@ -233,6 +251,12 @@ def train(model, train_split: Split, val_split: Split, encoder, cfg: TrainConfig
         model.__dict__.pop("forward", None)
         acc.free_memory()
     result.seconds = time.perf_counter() - t0
+    _finish(model, result, st, best_state, ckpt, out_dir, main)
+    return result
+
+
+def _finish(model, result: TrainResult, st: TrainState, best_state, ckpt: EpochCheckpoint, out_dir: Path, main: bool) -> None:
+    """After the last epoch: throughput into the result, train_result.json, the best weights back in `model`."""
     result.train_seconds = st.train_seconds
     result.examples_per_s = st.seen / max(st.train_seconds, 1e-9)
     result.steps = st.step
@@ -245,7 +269,6 @@ def train(model, train_split: Split, val_split: Split, encoder, cfg: TrainConfig
         if ckpt.resumed_epoch:  # the best weights may date from before the kill: write them again, whole
             model.save_pretrained(out_dir)
     model.eval()
-    return result
 
 
 def _train_epoch(acc, ddp_model, model, opt, sched, split: Split, encoder, cfg: TrainConfig, epoch: int, limit: int,
@@ -292,69 +315,3 @@ def _train_epoch(acc, ddp_model, model, opt, sched, split: Split, encoder, cfg: 
     bar.close()
     totals = acc.reduce(torch.tensor([local_loss, float(local_n)], dtype=torch.float64, device=acc.device), "sum")
     return float(totals[0]), int(totals[1])
-
-
-def finetune_original(r, out, force: bool = False, resume: bool = False) -> TrainResult | None:
-    """`toolformer finetune`: only the original, into a checkpoint dir (train on GPUs, compress and export anywhere).
-
-    OUT gets the Hugging Face checkpoint (config, safetensors, tokenizer), train_result.json and
-    recipe.toml, written by the main process through a staging dir; other processes return None.
-    With `resume` (single process), the staging dir of an interrupted run of the same recipe and data
-    continues: training restarts after its last epoch checkpoint, a finished (recorded and verified)
-    checkpoint is committed without training again.
-    """
-    import shutil
-    import tempfile
-
-    from . import distributed as dist
-    from . import model as model_mod
-    from . import pipeline
-    from . import recipe as recipe_mod
-    from .errors import UsageError
-    from .staging import PROGRESS, Progress, build_key, train_result
-    from runtime_py.tokenize import TextEncoder
-
-    dist.init(r.train.device)
-    source, data, _ = pipeline.preflight(r)
-    out = Path(out)
-    pipeline._check_out(out, force)
-    if resume and dist.num_processes() > 1:
-        raise UsageError("--resume works for single-process runs; rerun it without a multi-process launcher")
-    main = dist.is_main()
-    key = build_key(r, data, source)
-    work = pipeline._prepare_out(out, force, key, resume) if main else None
-    progress = Progress(work, key) if main else None
-    hand = dist.Handover()
-    done = progress.get("original") if main else None
-    if done is not None:  # killed after training finished, before the commit: the checkpoint is complete
-        print("[toolformer] fine-tune original: reused from the interrupted run", flush=True)
-        pipeline._commit(work, out)
-        hand.release()
-        return train_result(done["train"])
-    try:
-        with tempfile.TemporaryDirectory(prefix="toolformer-tok-") as scratch:
-            tok_file = model_mod.save_tokenizer_json(source, Path(scratch) / "tokenizer.json", r.model.trust_remote_code)
-            encoder = TextEncoder(tok_file, r.train.max_seq_len)
-            seed_everything(r.train.seed)  # the new head starts the same whatever the process count
-            model = model_mod.load_classifier(source, data.labels, r.model.trust_remote_code)
-            if main:
-                print(f"[toolformer] fine-tune original: {source} on {len(data.train)} rows, {r.train.epochs:g} epochs", flush=True)
-            res = train(model, data.train, data.validation, encoder, pipeline._train_config(r, "train"),
-                        work if main else Path(scratch) / "unused", "original")
-        if not hand.meet():
-            hand.release()  # wait for the main process to finish writing
-            return None
-        pipeline._save_tokenizer(source, work, r)
-        recipe_mod.dump(r, work / "recipe.toml")
-        progress.mark("original", files=[f for f in work.iterdir() if not f.name.startswith(PROGRESS)], train=res.to_dict())
-        pipeline._commit(work, out)
-    except KeyboardInterrupt:
-        raise  # keep the staging directory: `--resume` continues from it
-    except BaseException:
-        if work is not None:
-            shutil.rmtree(work, ignore_errors=True)
-        raise
-    finally:
-        if main:
-            hand.release()
-    return res

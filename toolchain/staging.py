@@ -175,7 +175,8 @@ class Progress:
     @staticmethod
     def drop(work: Path) -> None:
         (Path(work) / PROGRESS).unlink(missing_ok=True)
-        (Path(work) / (PROGRESS + ".tmp")).unlink(missing_ok=True)  # a save a kill interrupted
+        for tmp in Path(work).glob(f".{PROGRESS}.tmp-*"):  # a save a kill interrupted (atomic_write)
+            tmp.unlink(missing_ok=True)
 
     def get(self, stage: str) -> dict | None:
         """What the interrupted build recorded for `stage`, or None when it must run.
@@ -217,12 +218,9 @@ class Progress:
         self.save()
 
     def save(self) -> None:
-        tmp = self.work / (PROGRESS + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(json.dumps({"recipe_sha256": self.recipe_sha, "stages": self.stages}, indent=1))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.work / PROGRESS)
+        from runtime_py.bundle import atomic_write
+
+        atomic_write(self.work / PROGRESS, json.dumps({"recipe_sha256": self.recipe_sha, "stages": self.stages}, indent=1))
 
 
 def file_facts(root: Path, paths) -> dict:
@@ -236,34 +234,3 @@ def file_facts(root: Path, paths) -> dict:
             if f.is_file():
                 found[str(f.relative_to(root))] = [f.stat().st_size, sha256_file(f)]
     return found
-
-
-def train_result(d: dict | None):
-    """A TrainResult back from its recorded dict (fields a newer version added keep their defaults)."""
-    import dataclasses
-
-    from .finetune import TrainResult
-
-    if d is None:
-        return None
-    names = {f.name for f in dataclasses.fields(TrainResult)}
-    return TrainResult(**{k: v for k, v in d.items() if k in names})
-
-
-def student_record(stu, work: Path) -> dict:
-    """What `load_student` needs of a finished student stage (its weights are in work/student)."""
-    return {"train": stu.train_result.to_dict() if stu.train_result is not None else None,
-            "tokenizer_file": str(Path(stu.tokenizer_file).relative_to(work)),
-            "rows": stu.rows, "facts": stu.facts}
-
-
-def load_student(work: Path, labels: list, done: dict, stages, r):
-    """The student an interrupted build finished, reloaded from work/student (safetensors)."""
-    from . import model as model_mod
-    from .compress.stage import StudentResult
-
-    stages.start("student", "reused from the interrupted build")
-    model = model_mod.load_classifier(str(work / "student"), labels, r.model.trust_remote_code, require_head=True)
-    model.to("cpu").eval()
-    stages.end(resumed=True, params=int(sum(p.numel() for p in model.parameters())))
-    return StudentResult(model, work / done["tokenizer_file"], train_result(done["train"]), done["rows"], done["facts"])
