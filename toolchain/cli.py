@@ -298,8 +298,10 @@ def bench(target, threads, batch_sizes, seq_lens, iters, warmup, only, original,
                 device="auto (CUDA when present), cpu, cuda or cuda:N.")
 @click.option("--epochs", type=float, help="Epochs.")
 @click.option("--force", is_flag=True, help="Replace an existing OUT once the new checkpoint is complete.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run (same recipe and flags) from .OUT.partial, "
+                                              "after its last epoch checkpoint.")
 @handle_errors
-def finetune(recipe, out, epochs, force, **opts):
+def finetune(recipe, out, epochs, force, resume, **opts):
     """Fine-tune only the original into OUT (a Hugging Face checkpoint with tokenizer and train_result.json).
 
     Train where the GPUs are (also under `accelerate launch` / `torchrun`), then compress and export
@@ -316,7 +318,7 @@ def finetune(recipe, out, epochs, force, **opts):
     from .pipeline import finetune as finetune_original
 
     try:
-        res = finetune_original(r, out, force=force)
+        res = finetune_original(r, out, force=force, resume=resume)
     finally:
         finish()
     if res is None:  # a non-main process of a multi-process launch
@@ -336,9 +338,11 @@ def finetune(recipe, out, epochs, force, **opts):
 @click.option("--epochs", type=float, help="Epochs of distillation / recovery training of the student.")
 @click.option("--out", help="Output directory (default: a RECIPE's out, else CHECKPOINT-compressed, or OUT-compressed for a build's OUT/original).")
 @click.option("--force", is_flag=True, help="Replace an existing output directory once the new one is complete.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run (same checkpoint, recipe and flags) from "
+                                              ".OUT.partial: finished stages are reused.")
 @compress_options
 @handle_errors
-def compress(checkpoint, recipe, epochs, out, force, **opts):
+def compress(checkpoint, recipe, epochs, out, force, resume, **opts):
     """Compress a fine-tuned CHECKPOINT: truncate, prune, distil, sparsify, prune the vocabulary,
     then export, check parity and bundle into OUT (student/, compression.md/.json/.png, bundle/).
 
@@ -375,7 +379,7 @@ def compress(checkpoint, recipe, epochs, out, force, **opts):
     from .pipeline import build as run_build
 
     try:
-        summary = run_build(r, force=force)
+        summary = run_build(r, force=force, resume=resume)
     finally:
         finish()
     if summary is not None:
