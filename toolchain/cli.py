@@ -69,13 +69,15 @@ def _columns(value):
 @click.option("--force", is_flag=True, help="Replace an existing output directory once the new build is complete.")
 @click.option("--trust-remote-code", is_flag=True, default=None,
               help="Let a checkpoint's own Python code (config auto_map) run; off by default.")
+@click.option("--lora", is_flag=True, default=None,
+              help="Fine-tune the original with LoRA adapters (train.method = lora; see train.lora_* keys), merged afterwards.")
 @click.option("--resume", is_flag=True,
               help="Continue an interrupted build (same recipe and flags) from .OUT.partial: finished stages are "
                    "reused, fine-tuning restarts from its last epoch checkpoint.")
 @compress_options
 @handle_errors
 def build(recipe, model, train_file, validation, test, text_column, text_pair_column, label_column,
-          num_layers, epochs, max_seq_len, out, device, sets, force, trust_remote_code, resume, **compress_flags):
+          num_layers, epochs, max_seq_len, out, device, sets, force, trust_remote_code, lora, resume, **compress_flags):
     """Fine-tune, truncate, export, check parity and write OUT/bundle.
 
     With no arguments: the embedded model on the sample data in samples/.
@@ -89,7 +91,7 @@ def build(recipe, model, train_file, validation, test, text_column, text_pair_co
         ("data", "test"): test, ("data", "text_column"): _columns(text_column),
         ("data", "text_pair_column"): _columns(text_pair_column), ("data", "label_column"): _columns(label_column),
         ("student", "num_layers"): num_layers, ("train", "max_seq_len"): max_seq_len, ("train", "device"): device,
-        ("model", "trust_remote_code"): trust_remote_code,
+        ("model", "trust_remote_code"): trust_remote_code, ("train", "method"): "lora" if lora else None,
     }
     for (sec, key), val in flags.items():
         if val is not None:
@@ -229,9 +231,11 @@ def bench(target, threads, batch_sizes, seq_lens, iters, warmup, only, original,
 @click.option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any recipe key (repeatable).")
 @click.option("--force", is_flag=True, help="Replace an existing OUT once the new checkpoint is complete.")
+@click.option("--lora", is_flag=True, default=None,
+              help="Fine-tune the original with LoRA adapters (train.method = lora; see train.lora_* keys), merged afterwards.")
 @handle_errors
 def finetune(recipe, out, model, train_file, validation, text_column, text_pair_column, label_column, epochs,
-             max_seq_len, device, sets, force):
+             max_seq_len, device, sets, force, lora):
     """Fine-tune only the original into OUT (a Hugging Face checkpoint with tokenizer and train_result.json).
 
     Train where the GPUs are (also under `accelerate launch` / `torchrun`), then compress and export
@@ -244,7 +248,7 @@ def finetune(recipe, out, model, train_file, validation, text_column, text_pair_
         ("model", "path"): model, ("data", "train"): train_file, ("data", "validation"): validation,
         ("data", "text_column"): _columns(text_column), ("data", "text_pair_column"): _columns(text_pair_column),
         ("data", "label_column"): _columns(label_column), ("train", "epochs"): epochs,
-        ("train", "max_seq_len"): max_seq_len, ("train", "device"): device,
+        ("train", "max_seq_len"): max_seq_len, ("train", "device"): device, ("train", "method"): "lora" if lora else None,
     }
     for (sec, key), val in flags.items():
         if val is not None:
@@ -261,7 +265,9 @@ def finetune(recipe, out, model, train_file, validation, text_column, text_pair_
     if res is None:  # a non-main process of a multi-process launch
         return
     click.echo(f"original  val accuracy {res.best_accuracy:.4f} (epoch {res.best_epoch:g})  {res.device} {res.precision}  "
-               f"{res.processes} process{'es' if res.processes > 1 else ''}  {res.examples_per_s:.1f} examples/s")
+               f"{res.processes} process{'es' if res.processes > 1 else ''}  {res.examples_per_s:.1f} examples/s  "
+               f"{res.method}{f' r={res.lora_r}' if res.method == 'lora' else ''}: {res.trainable_params:,} trainable "
+               f"({100 * res.trainable_fraction:.2f}%)")
     click.echo(f"checkpoint: {out}")
 
 

@@ -174,7 +174,8 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
 
     # 1. The original: the full model fine-tuned on the task.
     stages.start("fine-tune original", f"{source} as given (already fine-tuned; not trained again)" if r.train.skip
-                 else f"{source} on {len(data.train)} rows, {r.train.epochs:g} epochs")
+                 else f"{source} on {len(data.train)} rows, {r.train.epochs:g} epochs"
+                 + (f", LoRA r={r.train.lora_r}" if r.train.method == "lora" else ""))
     done = progress.get("original")
     original = model_mod.load_classifier(str(work / "original") if done else source, data.labels, r.model.trust_remote_code,
                                          require_head=r.train.skip or bool(done))
@@ -186,14 +187,18 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
         original.save_pretrained(work / "original")
         orig_acc = evaluate(original, data.validation, encoder, r.train.eval_batch_size)
     else:
-        orig_res = train(original, data.train, data.validation, encoder, _train_config(r, "train"), work / "original", "original")
+        from .lora import train_original  # full fine-tuning or LoRA (merged into a plain model)
+
+        original, orig_res = train_original(original, r, data.train, data.validation, encoder, _train_config(r, "train"),
+                                            work / "original", save=is_main())
         orig_acc = orig_res.best_accuracy
     _save_tokenizer(source, work / "original", r)
     if not done:
         progress.mark("original", train=orig_res.to_dict() if orig_res else None, val_accuracy=orig_acc)
     stages.end(val_accuracy=orig_acc, params=count_params(original),
                device=orig_res.device if orig_res else "n/a", precision=orig_res.precision if orig_res else "n/a",
-               examples_per_s=round(orig_res.examples_per_s, 1) if orig_res else None, **({"resumed": True} if done else {}))
+               examples_per_s=round(orig_res.examples_per_s, 1) if orig_res else None,
+               method=orig_res.method if orig_res else "n/a", **({"resumed": True} if done else {}))
     # Later stages draw from a known RNG state whether the original was trained now or resumed.
     torch.manual_seed(r.train.seed + 1)
     # Reference outputs are computed where the original was trained, then moved to the CPU for export.
