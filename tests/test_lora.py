@@ -194,3 +194,45 @@ def test_merge_equality_on_minilm_and_sst2_text(tmp_path):
     merged = predict_logits(lora.merge(peft_model, None), split, encoder)
     assert np.abs(unmerged).max() > 0
     np.testing.assert_allclose(merged, unmerged, rtol=0, atol=1e-4)
+
+
+def test_two_process_lora_finetune_matches_one_process(tiny_model_dir, tmp_path):
+    """`toolformer finetune --lora` under torchrun (2 CPU processes, gloo, Accelerate) trains the same adapters
+    as one process (no dropout anywhere, so both compute the same thing) and writes one merged checkpoint."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from safetensors.numpy import load_file
+
+    from conftest import ROOT
+    from toolchain import recipe as recipe_mod
+    from toolchain.finetune import finetune_original
+
+    still = tmp_path / "still"
+    shutil.copytree(tiny_model_dir, still)
+    cfg = json.loads((still / "config.json").read_text())
+    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (still / "config.json").write_text(json.dumps(cfg))
+    d = tiny_recipe_dict(still, tmp_path / "unused", train={"method": "lora", "lora_r": 4, "lora_dropout": 0.0,
+                                                              "learning_rate": 1e-2, "epochs": 1.0})
+    one = tmp_path / "one"
+    res1 = finetune_original(recipe_mod.build(d), one)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(tomli_w.dumps(d))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = tmp_path / "two"
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        "-m", "toolchain.cli", "finetune", str(recipe), "--out", str(two)],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    res2 = json.loads((two / "train_result.json").read_text())
+    assert res2["processes"] == 2 and res2["method"] == "lora" and res2["trainable_params"] == res1.trainable_params
+    assert p.stdout.count("checkpoint: ") == 1 and "lora r=4" in p.stdout
+    for h1, h2 in zip(res1.history, res2["history"]):
+        assert h2["train_loss"] == pytest.approx(h1["train_loss"], rel=1e-4)
+    w1, w2 = load_file(str(one / "model.safetensors")), load_file(str(two / "model.safetensors"))
+    assert w1.keys() == w2.keys() and not [k for k in w2 if "lora" in k]
+    assert max(float(np.abs(w1[k] - w2[k]).max()) for k in w1) < 1e-4
+    assert (two / "adapter" / "adapter_model.safetensors").is_file()
