@@ -54,7 +54,8 @@ def recipe_for(task: str, variant: str, args):
     return recipe_mod.build({
         "data": {"train": str(DATA / task / "train.tsv"), "test": str(DATA / task / "dev.tsv"),
                  "text_column": spec["text_column"], "text_pair_column": spec["text_pair_column"], "labels": ["0", "1"],
-                 "validation_fraction": 0.1, "max_train_samples": args.sst2_samples if task == "sst2" else args.rte_samples},
+                 "validation_fraction": 0.1, "max_train_samples": args.sst2_samples if task == "sst2" else args.rte_samples,
+                 "max_eval_samples": args.sst2_eval if task == "sst2" else args.rte_eval},
         "train": {"epochs": float(epochs), "batch_size": 32, "max_seq_len": spec["max_seq_len"], "eval_batch_size": 128,
                   "seed": args.seed, "device": "cpu", "precision": "fp32", **variant_train(variant, args)},
         "student": {"num_layers": args.student_layers, "epochs": float(args.student_epochs), "batch_size": 32,
@@ -102,7 +103,7 @@ def run_one(task: str, variant: str, args) -> dict:
                "history": res.history, "trainable_params": res.trainable_params, "total_params": res.total_params,
                "trainable_fraction": res.trainable_fraction, "seconds_per_epoch": res.train_seconds / r.train.epochs,
                "step_seconds": res.step_seconds, "original_wall_s": orig_wall, "peak_rss_mb": rss_original}
-        if args.student_layers:
+        if args.student_layers and task in args.student_tasks.split(","):
             t0 = time.perf_counter()
             stu = make_student(r, original, data, encoder, tok, work, source, pipeline.Stages(), res.best_accuracy)
             row["student"] = {"layers": args.student_layers, "params": pipeline.count_params(stu.model),
@@ -132,6 +133,9 @@ def main() -> None:
     ap.add_argument("--variants", default="full,lora8,lora16", help="full, loraR (e.g. lora8), loraR-qv (query,value only)")
     ap.add_argument("--sst2-samples", type=int, default=2000, help="Seeded SST-2 training subset (10%% of it held out).")
     ap.add_argument("--rte-samples", type=int, default=0, help="RTE training subset (0 = all 2,490).")
+    ap.add_argument("--sst2-eval", type=int, default=0, help="Seeded cap on held-out and dev rows (0 = all; held-out is 10%% of all train).")
+    ap.add_argument("--rte-eval", type=int, default=0, help="As --sst2-eval for RTE.")
+    ap.add_argument("--student-tasks", default="sst2,rte", help="Tasks whose originals also get a student.")
     ap.add_argument("--sst2-epochs", type=int, default=2)
     ap.add_argument("--rte-epochs", type=int, default=2)
     ap.add_argument("--lr-full", type=float, default=5e-5)
