@@ -36,11 +36,13 @@ def log(msg: str) -> None:
 
 
 def variant_train(name: str, args) -> dict:
-    """[train] keys of a variant: full | lora8 | lora16 | lora8-qv (peft's default targets for bert)."""
+    """[train] keys of a variant: full | loraR (e.g. lora8) | loraR-qv (peft's default targets for bert: query, value);
+    a suffix -lrX sets the learning rate (e.g. full-lr2e-4)."""
+    name, _, lr = name.partition("-lr")
     if name == "full":
-        return {"method": "full", "learning_rate": args.lr_full}
+        return {"method": "full", "learning_rate": float(lr or args.lr_full)}
     r = int(name[4:].split("-")[0])
-    t = {"method": "lora", "lora_r": r, "lora_alpha": 2.0 * r, "learning_rate": args.lr_lora}
+    t = {"method": "lora", "lora_r": r, "lora_alpha": 2.0 * r, "learning_rate": float(lr or args.lr_lora)}
     if name.endswith("-qv"):
         t["lora_target_modules"] = ["query", "value"]
     return t
@@ -127,10 +129,16 @@ def table(rows: list) -> str:
     return "\n".join(out)
 
 
+def write_json(args, rows: list, loads: list, wall: float) -> None:
+    Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows, "load_averages": loads, "wall_s": wall,
+                                           "command": "python benchmarks/lora.py " + " ".join(sys.argv[1:])}, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tasks", default="sst2,rte")
-    ap.add_argument("--variants", default="full,lora8,lora16", help="full, loraR (e.g. lora8), loraR-qv (query,value only)")
+    ap.add_argument("--variants", default="full,lora8,lora16",
+                    help="full, loraR (e.g. lora8), loraR-qv (query,value only); -lrX sets the learning rate (full-lr2e-4)")
     ap.add_argument("--sst2-samples", type=int, default=2000, help="Seeded SST-2 training subset (10%% of it held out).")
     ap.add_argument("--rte-samples", type=int, default=0, help="RTE training subset (0 = all 2,490).")
     ap.add_argument("--sst2-eval", type=int, default=0, help="Seeded cap on held-out and dev rows (0 = all; held-out is 10%% of all train).")
@@ -167,14 +175,13 @@ def main() -> None:
             rows.append(json.loads(Path(row_file).read_text()))
             os.unlink(row_file)
             loads.append(os.getloadavg())
+            if args.json:  # after every run, so a stopped sweep keeps what it measured
+                write_json(args, rows, loads, time.perf_counter() - t_all)
     text = table(rows)
     print(text)
     wall = time.perf_counter() - t_all
     print(f"\nwall {wall / 60:.1f} min; load average (1/5/15 min) at start {loads[0]}, after each run "
           f"{[round(l[0], 2) for l in loads[1:]]}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows, "load_averages": loads, "wall_s": wall,
-                                               "command": "python benchmarks/lora.py " + " ".join(sys.argv[1:])}, indent=2))
 
 
 if __name__ == "__main__":
