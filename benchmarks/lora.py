@@ -74,10 +74,11 @@ def run_one(task: str, variant: str, args) -> dict:
     torch.set_num_threads(args.threads)
     from runtime_py.tokenize import TextEncoder
     from toolchain import model as model_mod
-    from toolchain import pipeline
-    from toolchain.compress.stage import make_student
+    from toolchain import stages
+    from toolchain.compress.measure import count_params
     from toolchain.data import load_dataset
-    from toolchain.finetune import evaluate, seed_everything
+    from toolchain.finetune import TrainConfig, evaluate, seed_everything
+    from toolchain.student import make_student
     from toolchain.lora import train_original
 
     r = recipe_for(task, variant, args)
@@ -90,7 +91,7 @@ def run_one(task: str, variant: str, args) -> dict:
         seed_everything(r.train.seed)
         model = model_mod.load_classifier(source, data.labels)
         t0 = time.perf_counter()
-        original, res = train_original(model, r, data.train, data.validation, encoder, pipeline._train_config(r, "train"),
+        original, res = train_original(model, r, data.train, data.validation, encoder, TrainConfig.from_recipe(r, "train"),
                                        work / "original")
         orig_wall = time.perf_counter() - t0
         rss_original = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -107,8 +108,8 @@ def run_one(task: str, variant: str, args) -> dict:
                "step_seconds": res.step_seconds, "original_wall_s": orig_wall, "peak_rss_mb": rss_original}
         if args.student_layers and task in args.student_tasks.split(","):
             t0 = time.perf_counter()
-            stu = make_student(r, original, data, encoder, tok, work, source, pipeline.Stages(), res.best_accuracy)
-            row["student"] = {"layers": args.student_layers, "params": pipeline.count_params(stu.model),
+            stu = make_student(stages.open_workspace(r, source, data, work), original, res.best_accuracy)
+            row["student"] = {"layers": args.student_layers, "params": count_params(stu.model),
                               "heldout_accuracy": evaluate(stu.model, data.validation, encoder, 128),
                               "dev_accuracy": evaluate(stu.model, data.test, encoder, 128),
                               "seconds": time.perf_counter() - t0}

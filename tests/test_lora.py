@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tomli_w
 
-from conftest import SAMPLES, SHARED_DATA, onnx_recipe_dict, run_cli, tiny_recipe_dict
+from helpers import SHARED_DATA, onnx_recipe_dict, run_cli, tiny_recipe_dict
 
 
 def _setup(tiny_model_dir, tmp_path, **train):
@@ -29,10 +29,10 @@ def _setup(tiny_model_dir, tmp_path, **train):
 
 
 def _train_lora(r, data, encoder, model, out):
-    from toolchain import pipeline
+    from toolchain.finetune import TrainConfig
     from toolchain.lora import train_original
 
-    return train_original(model, r, data.train, data.validation, encoder, pipeline._train_config(r, "train"), out)
+    return train_original(model, r, data.train, data.validation, encoder, TrainConfig.from_recipe(r, "train"), out)
 
 
 def test_merged_logits_equal_peft_logits_and_head_is_trained(tiny_model_dir, tmp_path):
@@ -41,8 +41,7 @@ def test_merged_logits_equal_peft_logits_and_head_is_trained(tiny_model_dir, tmp
     import torch
 
     from toolchain import lora
-    from toolchain.finetune import predict_logits, train
-    from toolchain import pipeline
+    from toolchain.finetune import TrainConfig, predict_logits, train
 
     r, data, encoder, model = _setup(tiny_model_dir, tmp_path)
     head0 = model.classifier.weight.detach().clone()
@@ -51,7 +50,7 @@ def test_merged_logits_equal_peft_logits_and_head_is_trained(tiny_model_dir, tmp
     peft_model = lora.apply(model, r)
     trainable, total = lora.param_counts(peft_model)
     assert 0 < trainable < total
-    res = train(peft_model, data.train, data.validation, encoder, pipeline._train_config(r, "train"), tmp_path / "o", "original")
+    res = train(peft_model, data.train, data.validation, encoder, TrainConfig.from_recipe(r, "train"), tmp_path / "o", "original")
     assert res.trainable_params == trainable and res.trainable_fraction == pytest.approx(trainable / total)
     unmerged = predict_logits(peft_model, data.validation, encoder)
     merged_model = lora.merge(peft_model, tmp_path / "o")
@@ -206,9 +205,9 @@ def test_two_process_lora_finetune_matches_one_process(tiny_model_dir, tmp_path)
 
     from safetensors.numpy import load_file
 
-    from conftest import ROOT
+    from helpers import ROOT
     from toolchain import recipe as recipe_mod
-    from toolchain.finetune import finetune_original
+    from toolchain.pipeline import finetune as finetune_original
 
     still = tmp_path / "still"
     shutil.copytree(tiny_model_dir, still)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import RecipeError
 
 # Default LoRA targets per model family, as peft matches module names (the last dotted parts).
 # BERT: every Linear of the encoder - the attention projections (query, key, value), the attention
@@ -35,13 +35,13 @@ def target_modules(model, requested: list[str] | tuple = ()) -> list[str]:
     mtype = getattr(model.config, "model_type", "")
     names = list(requested) or LORA_TARGETS.get(mtype)
     if not names:
-        raise UsageError(f"train.lora_target_modules: no default LoRA targets for model_type {mtype!r}; name them "
+        raise RecipeError(f"train.lora_target_modules: no default LoRA targets for model_type {mtype!r}; name them "
                          f"(known families: {', '.join(LORA_TARGETS)})")
     linear = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and not n.startswith("classifier")]
     leaves = sorted({n.rsplit(".", 1)[-1] for n in linear})
     for t in names:
         if not any(n == t or n.endswith("." + t) for n in linear):
-            raise UsageError(f"train.lora_target_modules: {t!r} names no Linear module of the model "
+            raise RecipeError(f"train.lora_target_modules: {t!r} names no Linear module of the model "
                              f"(Linear modules it has: {', '.join(leaves)})")
     return list(names)
 
