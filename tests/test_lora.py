@@ -181,7 +181,7 @@ def test_merge_equality_on_minilm_and_sst2_text(tmp_path):
 
     src = str(model_mod.default_model_dir())
     rows = (SHARED_DATA / "sst2" / "dev.tsv").read_text(encoding="utf-8").splitlines()[1:65]
-    split = Split("dev", [x.split("\t")[0] for x in rows], [int(x.split("\t")[1]) for x in rows], "dev.tsv")
+    split = Split("dev", [x.split("\t")[1] for x in rows], [int(x.split("\t")[0]) for x in rows], "dev.tsv")  # label, content
     encoder = TextEncoder(model_mod.save_tokenizer_json(src, tmp_path / "tokenizer.json"), 64)
     torch.manual_seed(0)
     peft_model = lora.apply(model_mod.load_classifier(src, ["0", "1"]), recipe_mod.build({"train": {"method": "lora"}}))
