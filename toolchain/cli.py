@@ -83,9 +83,13 @@ def handle_errors(fn):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="toolformer")
-def main():
+@click.option("-v", "--verbose", is_flag=True, help="Let third-party libraries' logs, warnings and progress bars through.")
+def main(verbose):
     """Toolformer: fine-tune, compress, export and prove BERT-family encoders for edge CPUs."""
+    from .quiet import configure
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    configure(verbose)
 
 
 from .compress.command import apply_flags, compress_options  # noqa: E402  (click only; keeps --help fast)

@@ -176,7 +176,9 @@ def parity(ws: Workspace, original: Trained, shipped: Trained, exported: list[di
     src_logits = parity_mod.reference_outputs(shipped.model, sets)
     orig_logits = src_logits if shipped is original else parity_mod.reference_outputs(original.model, orig_sets)
     results = []
-    for art in exported:
+    from .quiet import bar
+
+    for art in bar(exported, desc="parity", unit="artifact"):
         gate = parity_mod.gate_for(art["precision"], p)
         res = parity_mod.check_artifact(open_backend(art["path"], art["format"]), sets, src_logits, orig_logits, gate)
         # The arm64 tolerances travel in the manifest: `verify --arm64` checks drift from this machine with them.
