@@ -157,6 +157,8 @@ def recipe_overrides(opts: dict) -> dict:
 @click.option("--epochs", type=float, help="Epochs for the original and the student.")
 @click.option("--out", help="Output directory.")
 @click.option("--force", is_flag=True, help="Replace an existing output directory once the new build is complete.")
+@click.option("--lora", is_flag=True, default=None,
+              help="Fine-tune the original with LoRA adapters (train.method = lora; see train.lora_* keys), merged afterwards.")
 @click.option("--resume", is_flag=True,
               help="Continue an interrupted build (same recipe and flags) from .OUT.partial: finished stages are "
                    "reused, fine-tuning restarts from its last epoch checkpoint.")
@@ -171,6 +173,8 @@ def build(recipe, epochs, out, force, resume, **opts):
     from . import recipe as recipe_mod
 
     over = recipe_overrides(opts)
+    if opts.pop("lora", None):
+        over.setdefault("train", {})["method"] = "lora"
     if epochs is not None:
         over.setdefault("train", {})["epochs"] = epochs
         over.setdefault("student", {})["epochs"] = epochs
@@ -300,6 +304,8 @@ def bench(target, threads, batch_sizes, seq_lens, iters, warmup, only, original,
 @click.option("--force", is_flag=True, help="Replace an existing OUT once the new checkpoint is complete.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run (same recipe and flags) from .OUT.partial, "
                                               "after its last epoch checkpoint.")
+@click.option("--lora", is_flag=True, default=None,
+              help="Fine-tune the original with LoRA adapters (train.method = lora; see train.lora_* keys), merged afterwards.")
 @handle_errors
 def finetune(recipe, out, epochs, force, resume, **opts):
     """Fine-tune only the original into OUT (a Hugging Face checkpoint with tokenizer and train_result.json).
@@ -310,6 +316,8 @@ def finetune(recipe, out, epochs, force, resume, **opts):
     from . import recipe as recipe_mod
 
     over = recipe_overrides(opts)
+    if opts.pop("lora", None):
+        over.setdefault("train", {})["method"] = "lora"
     if epochs is not None:
         over.setdefault("train", {})["epochs"] = epochs
     r = recipe_mod.load(recipe, over)
@@ -324,7 +332,9 @@ def finetune(recipe, out, epochs, force, resume, **opts):
     if res is None:  # a non-main process of a multi-process launch
         return
     click.echo(f"original  val accuracy {res.best_accuracy:.4f} (epoch {res.best_epoch:g})  {res.device} {res.precision}  "
-               f"{res.processes} process{'es' if res.processes > 1 else ''}  {res.examples_per_s:.1f} examples/s")
+               f"{res.processes} process{'es' if res.processes > 1 else ''}  {res.examples_per_s:.1f} examples/s  "
+               f"{res.method}{f' r={res.lora_r}' if res.method == 'lora' else ''}: {res.trainable_params:,} trainable "
+               f"({100 * res.trainable_fraction:.2f}%)")
     click.echo(f"checkpoint: {out}")
 
 

@@ -174,8 +174,10 @@ def finetune(r, out, force: bool = False, resume: bool = False):
             model = model_mod.load_classifier(source, data.labels, r.model.trust_remote_code)
             if main:
                 print(f"[toolformer] fine-tune original: {source} on {len(data.train)} rows, {r.train.epochs:g} epochs", flush=True)
-            res = train(model, data.train, data.validation, encoder, TrainConfig.from_recipe(r, "train"),
-                        work if main else Path(scratch) / "unused", "original")
+            from .lora import train_original  # full fine-tuning or LoRA (merged into a plain checkpoint)
+
+            _, res = train_original(model, r, data.train, data.validation, encoder, TrainConfig.from_recipe(r, "train"),
+                                    work if main else Path(scratch) / "unused", save=main)
         if not hand.meet():
             hand.release()  # wait for the main process to finish writing
             return None

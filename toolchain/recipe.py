@@ -59,6 +59,13 @@ class TrainSection:
     precision: str = _f("auto", "auto | fp32 | bf16 | fp16 (autocast; auto = bf16/fp16 on CUDA, fp32 on CPU).")
     grad_accum: int = _f(1, "Micro-batches per optimizer step.")
     skip: bool = _f(False, "Use the model as already fine-tuned (it must carry a classification head).")
+    method: str = _f("full", "How the original is fine-tuned: full (every weight) | lora (low-rank adapters through peft, "
+                             "merged into a plain checkpoint afterwards; likes a ~10x higher learning_rate, e.g. 5e-4).")
+    lora_r: int = _f(8, "LoRA rank (method = lora).")
+    lora_alpha: float = _f(16.0, "LoRA scaling numerator: the update is scaled by lora_alpha / lora_r.")
+    lora_dropout: float = _f(0.1, "Dropout on the LoRA branch's input.")
+    lora_target_modules: list = _f([], "Module names (as peft matches them: a name or its last dotted parts) that get "
+                                       "adapters; empty = the family's default (bert: query, key, value, dense).")
 
 
 @dataclass(frozen=True)
@@ -216,7 +223,7 @@ _SECTION_TYPES = {
     "compress": CompressSection, "quant": QuantSection,
 }
 # Fields that accept a single value where a list is declared ("text_column = 'sentence'").
-_LIST_FIELDS_ACCEPT_SCALAR = {"text_column", "text_pair_column", "label_column", "targets", "precisions", "layers"}
+_LIST_FIELDS_ACCEPT_SCALAR = {"lora_target_modules", "text_column", "text_pair_column", "label_column", "targets", "precisions", "layers"}
 
 
 def _coerce(where: str, name: str, default, value):
@@ -282,6 +289,12 @@ def _check_ranges(r: Recipe) -> None:
         (r.train.batch_size > 0, "train.batch_size must be > 0"),
         (r.train.max_seq_len >= 8, "train.max_seq_len must be at least 8"),
         (r.train.grad_accum >= 1, "train.grad_accum must be >= 1"),
+        (r.train.method in ("full", "lora"), f"train.method must be full or lora, got {r.train.method!r}"),
+        (r.train.lora_r >= 1, "train.lora_r must be >= 1"),
+        (r.train.lora_alpha > 0, "train.lora_alpha must be > 0"),
+        (0.0 <= r.train.lora_dropout < 1.0, "train.lora_dropout must be in [0, 1)"),
+        (all(isinstance(m, str) and m for m in r.train.lora_target_modules), "train.lora_target_modules must be a list of module names"),
+        (not (r.train.skip and r.train.method == "lora"), "train.method = lora trains the original, but train.skip is set"),
         (r.student.num_layers >= 0, "student.num_layers must be >= 0"),
         (r.student.layer_selection in ("bottom", "top", "evenly", "explicit"),
          f"student.layer_selection must be bottom, top, evenly or explicit, got {r.student.layer_selection!r}"),

@@ -31,6 +31,7 @@ def write_markdown(summary: dict, path: Path) -> None:
         lines.append(f"| {s['model']} (shipped) | {s['layers']} | {s['params']:,} | {_pct(s['val_accuracy'])} |")
     if s.get("test_accuracy") is not None:
         lines += ["", f"Test accuracy of the shipped model (PyTorch): {_pct(s['test_accuracy'])}"]
+    lines += training_lines(summary)
     lines += [
         "",
         "## Artifacts and parity",
@@ -62,6 +63,25 @@ def write_markdown(summary: dict, path: Path) -> None:
     lines += ["", "## Versions", "", ", ".join(f"{k} {v}" for k, v in summary["versions"].items()),
               "", f"Recipe sha256: `{summary['recipe_sha256']}`", ""]
     Path(path).write_text("\n".join(lines), encoding="utf-8")
+
+
+def training_lines(summary: dict) -> list:
+    """The 'Training' section: how each trained model was trained (method, LoRA rank, what was trainable, cost)."""
+    rows = summary.get("training") or {}
+    if not rows:
+        return []
+    lines = ["", "## Training", "",
+             "| model | method | trainable parameters | trainable fraction | step time | peak memory | device |",
+             "|---|---|---:|---:|---:|---:|---|"]
+    for name, t in rows.items():
+        method = t.get("method", "full")
+        if method == "lora":
+            method = f"LoRA r={t.get('lora_r')} alpha={t.get('lora_alpha'):g} ({', '.join(t.get('lora_target_modules', []))}), merged"
+        mem = f"{t['peak_memory_mb']:.0f} MB ({t.get('peak_memory_kind', '')})" if t.get("peak_memory_mb") else "-"
+        step = f"{1000 * t['step_seconds']:.1f} ms" if t.get("step_seconds") else "-"
+        lines.append(f"| {name} | {method} | {t.get('trainable_params', 0):,} | {_pct(t.get('trainable_fraction'))} | {step} | {mem} | "
+                     f"{t.get('device', '')} {t.get('precision', '')} |")
+    return lines
 
 
 def _accuracy_of(summary: dict, name: str):

@@ -58,7 +58,8 @@ def finetune_original(ws: Workspace) -> Trained:
     """1. The original: the full model fine-tuned on the task (or taken as given with train.skip)."""
     r, data, work = ws.recipe, ws.data, ws.work
     ws.log.start("fine-tune original", f"{ws.source} as given (already fine-tuned; not trained again)" if r.train.skip
-                 else f"{ws.source} on {len(data.train)} rows, {r.train.epochs:g} epochs")
+                 else f"{ws.source} on {len(data.train)} rows, {r.train.epochs:g} epochs"
+                 + (f", LoRA r={r.train.lora_r}" if r.train.method == "lora" else ""))
     done = ws.progress.get("original")
     original = model_mod.load_classifier(str(work / "original") if done else ws.source, data.labels, r.model.trust_remote_code,
                                          require_head=r.train.skip or bool(done))
@@ -69,14 +70,18 @@ def finetune_original(ws: Workspace) -> Trained:
         original.save_pretrained(work / "original")
         acc = ws.evaluate(original)
     else:
-        res = train(original, data.train, data.validation, ws.encoder, TrainConfig.from_recipe(r, "train"), work / "original", "original")
+        from .distributed import is_main
+        from .lora import train_original  # full fine-tuning or LoRA (merged into a plain model)
+
+        original, res = train_original(original, r, data.train, data.validation, ws.encoder, TrainConfig.from_recipe(r, "train"),
+                                       work / "original", save=is_main())
         acc = res.best_accuracy
     model_mod.save_tokenizer(ws.source, work / "original", r.model.trust_remote_code)
     if not done:
         ws.progress.mark("original", files=[ws.work / "original"], train=res.to_dict() if res else None, val_accuracy=acc)
     ws.log.end(val_accuracy=acc, params=count_params(original), device=res.device if res else "n/a",
                precision=res.precision if res else "n/a", examples_per_s=round(res.examples_per_s, 1) if res else None,
-               **({"resumed": True} if done else {}))
+               method=res.method if res else "n/a", **({"resumed": True} if done else {}))
     return Trained(original, "original", acc, res, ws.tok_file, ws.encoder)
 
 
