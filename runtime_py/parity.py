@@ -169,8 +169,8 @@ def check(metrics: dict, gate: dict) -> list[str]:
 _TIES = {"max_tie_scale": TIE_SCALE, "max_tie_floor": 1e-2}
 GATE_LIMITS = {
     "fp32": {"max_abs": 1e-3, "min_cosine": 0.9999, **_TIES},
-    "fp16": {"max_abs": 0.1, "min_logit_cosine": 0.999, "min_top1": 0.95, "min_decisive": 0.5, **_TIES},
-    "int8": {"min_logit_cosine": 0.9, "min_top1": 0.8, "min_decisive": 0.5, **_TIES},
+    "fp16": {"max_abs": 0.1, "min_logit_cosine": 0.999, "min_top1": 0.95, "min_decisive": 0.1, **_TIES},
+    "int8": {"min_logit_cosine": 0.9, "min_top1": 0.8, "min_decisive": 0.1, **_TIES},
 }
 
 
