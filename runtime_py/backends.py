@@ -10,13 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .tokenize import INPUT_NAMES
+
 
 class OnnxBackend:
     """ONNX Runtime session on the CPU. `InferenceSession.run` is thread-safe."""
 
     format = "onnx"
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, input_names=None):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -45,7 +47,7 @@ class ExecuTorchBackend:
     format = "executorch"
     _kernels_loaded = False
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, input_names=None):
         import torch
         from executorch.runtime import Runtime
 
@@ -65,7 +67,8 @@ class ExecuTorchBackend:
             self.method = program.load_method("forward")
         except Exception as e:
             raise RuntimeError(f"{path}: ExecuTorch cannot load it ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-        self.input_names = ["input_ids", "attention_mask", "token_type_ids"]
+        # A .pte's inputs are positional: the bundle manifest says which arrays, in which order.
+        self.input_names = list(input_names or INPUT_NAMES)
 
     def run(self, arrays: dict) -> np.ndarray:
         torch = self._torch
@@ -78,10 +81,10 @@ class ExecuTorchBackend:
 BACKENDS = {"onnx": OnnxBackend, "executorch": ExecuTorchBackend}
 
 
-def open_backend(path: str | Path, fmt: str, threads: int | None = None):
-    """Open an artifact file with the runner for its format."""
+def open_backend(path: str | Path, fmt: str, threads: int | None = None, input_names=None):
+    """Open an artifact file with the runner for its format (`input_names`: the manifest's inputs, in order)."""
     try:
         cls = BACKENDS[fmt]
     except KeyError:
         raise ValueError(f"unknown artifact format {fmt!r}; known: {', '.join(BACKENDS)}") from None
-    return cls(path, threads=threads)
+    return cls(path, threads=threads, input_names=input_names)

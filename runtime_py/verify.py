@@ -9,7 +9,7 @@ import numpy as np
 from . import parity
 from .backends import open_backend
 from .bundle import BundleError, artifact_key, read_manifest, verify_checksums
-from .tokenize import TextEncoder
+from .tokenize import TextEncoder, manifest_input_names
 
 
 def _golden_texts(golden: dict) -> list:
@@ -44,11 +44,17 @@ def verify_bundle(bundle: str | Path, only: list[str] | None = None, threads: in
     labels = list(manifest["labels"])
     problems: list[str] = []
     tok = manifest["tokenizer"]
-    encoder = TextEncoder(bundle / tok["file"], manifest["max_seq_len"], pad_token=tok.get("pad_token", "[PAD]"))
+    try:
+        names = manifest_input_names(manifest)
+    except ValueError as e:
+        raise BundleError(f"{bundle}: {e}") from None
+    encoder = TextEncoder(bundle / tok["file"], manifest["max_seq_len"], pad_token=tok.get("pad_token"), input_names=names)
     texts = _golden_texts(golden)
     arrays = encoder.encode(texts)
-    for name in ("input_ids", "attention_mask", "token_type_ids"):
-        expected = np.asarray(golden["inputs"][name], dtype=np.int64)
+    if sorted(golden.get("inputs", {})) != sorted(names):
+        problems.append(f"golden: inputs {sorted(golden.get('inputs', {}))} differ from the manifest's {list(names)}")
+    for name in names:
+        expected = np.asarray(golden["inputs"].get(name, []), dtype=np.int64)
         if expected.shape != arrays[name].shape or not np.array_equal(expected, arrays[name]):
             problems.append(f"tokenizer: {name} of the golden texts differ from those recorded at build time")
     original = np.asarray(golden["original_logits"], dtype=np.float32)
@@ -64,7 +70,7 @@ def verify_bundle(bundle: str | Path, only: list[str] | None = None, threads: in
             continue
         row = {"artifact": key, "file": art["file"], "reasons": []}
         try:
-            backend = open_backend(bundle / art["file"], art["format"], threads=threads)
+            backend = open_backend(bundle / art["file"], art["format"], threads=threads, input_names=names)
             logits = backend.run({k: np.asarray(golden["inputs"][k], dtype=np.int64) for k in arrays})
         except Exception as e:  # a corrupt artifact must fail its row, not the whole report
             row["reasons"].append(f"cannot run: {str(e).splitlines()[0] if str(e) else type(e).__name__}")

@@ -150,6 +150,10 @@ def save_tokenizer_json(source: str, dest: Path, trust_remote_code: bool = False
     backend = getattr(tok, "backend_tokenizer", None)
     if backend is None:
         raise UsageError(f"{source}: the tokenizer has no fast (tokenizers) version; Toolformer needs tokenizer.json")
+    if tok.pad_token is None or tok.pad_token_id is None:
+        raise UsageError(f"{source}: the tokenizer has no pad token; batches of different lengths cannot be padded")
+    # Recorded in the file ([PAD] for BERT-style vocabularies, <pad> for RoBERTa/XLM-R): runtime_py reads it there.
+    backend.enable_padding(pad_id=int(tok.pad_token_id), pad_token=str(tok.pad_token))
     dest.parent.mkdir(parents=True, exist_ok=True)
     backend.save(str(dest))
     return dest
