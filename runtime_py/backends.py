@@ -67,12 +67,14 @@ class ExecuTorchBackend:
             self.method = program.load_method("forward")
         except Exception as e:
             raise RuntimeError(f"{path}: ExecuTorch cannot load it ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-        # A .pte's inputs are positional: the bundle manifest says which arrays, in which order.
-        self.input_names = list(input_names or INPUT_NAMES)
+        # A .pte's inputs are positional: the bundle manifest says which arrays, in which order
+        # (without it: the ones a caller passes, in the canonical order).
+        self.input_names = list(input_names) if input_names else None
 
     def run(self, arrays: dict) -> np.ndarray:
         torch = self._torch
-        inputs = [torch.from_numpy(np.ascontiguousarray(arrays[n], dtype=np.int64)) for n in self.input_names]
+        names = self.input_names or [n for n in INPUT_NAMES if n in arrays]
+        inputs = [torch.from_numpy(np.ascontiguousarray(arrays[n], dtype=np.int64)) for n in names]
         with self._lock:
             out = self.method.execute(inputs)
         return out[0].detach().numpy().astype(np.float32, copy=True)

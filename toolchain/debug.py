@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import UsageError
 
+# Every input a family may take; each run feeds only the ones its model / artifact takes.
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -36,17 +37,18 @@ def load_checkpoint(path: str | Path):
     return load_classifier(str(path), labels, require_head=True).cpu().eval()
 
 
-def block_of(module: str) -> str:
-    """The encoder layer (or embeddings / pooler / classifier) a module belongs to."""
-    parts = module.split(".")
-    if len(parts) >= 4 and parts[:3] == ["bert", "encoder", "layer"]:
-        return ".".join(parts[:4])
-    return ".".join(parts[:2]) if parts[0] == "bert" else parts[0]
+def block_of(module: str, fam=None) -> str:
+    """The encoder layer (or embeddings / pooler / classifier) a module belongs to (BERT names by default)."""
+    from .families import get
+
+    return (fam or get("bert")).block_of(module)
 
 
-def _is_trunk(module: str) -> bool:
-    # The residual stream: each LayerNorm output, then pooler and classifier.
-    return module.endswith("LayerNorm") or module in ("bert.pooler.dense", "classifier")
+def _is_trunk(module: str, fam=None) -> bool:
+    # The residual stream: each LayerNorm output, then pooler and classifier (the family says which names).
+    from .families import get
+
+    return (fam or get("bert")).is_trunk(module)
 
 
 def reference_activations(model, batches: list) -> tuple[np.ndarray, dict, list]:
@@ -55,7 +57,10 @@ def reference_activations(model, batches: list) -> tuple[np.ndarray, dict, list]
 
     from targets.wrapper import EdgeClassifier
 
+    from .families import of
+
     wrapper = EdgeClassifier(model).eval()
+    names = of(model).inputs
     acts, order = {}, []
 
     def hook(name):
@@ -73,7 +78,7 @@ def reference_activations(model, batches: list) -> tuple[np.ndarray, dict, list]
     try:
         with torch.no_grad():
             for b in batches:
-                logits.append(wrapper(*(torch.from_numpy(np.asarray(b[k], dtype=np.int64)) for k in INPUTS)).numpy())
+                logits.append(wrapper(*(torch.from_numpy(np.asarray(b[k], dtype=np.int64)) for k in names)).numpy())
     finally:
         for h in handles:
             h.remove()
@@ -103,14 +108,14 @@ def onnx_activations(path: Path, batches: list) -> tuple[np.ndarray, dict]:
     names = [o.name for o in sess.get_outputs()]
     logits, acts = [], {}
     for b in batches:
-        outs = dict(zip(names, sess.run(None, {k: np.asarray(b[k], dtype=np.int64) for k in INPUTS})))
+        outs = dict(zip(names, sess.run(None, {i.name: np.asarray(b[i.name], dtype=np.int64) for i in sess.get_inputs()})))
         logits.append(outs[names[0]])
         for mod, tensor in modules.items():
             acts.setdefault(mod, []).append(np.asarray(outs[tensor], dtype=np.float32))
     return np.concatenate(logits), acts
 
 
-def executorch_activations(path: Path, batches: list) -> tuple[np.ndarray, dict, dict]:
+def executorch_activations(path: Path, batches: list, names=INPUTS) -> tuple[np.ndarray, dict, dict]:
     """Logits and {module: [per-batch outputs]} from the artifact's debug twin, plus twin-vs-artifact facts."""
     import torch
 
@@ -119,11 +124,11 @@ def executorch_activations(path: Path, batches: list) -> tuple[np.ndarray, dict,
 
     twin, meta_file = twin_paths(path)
     meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    artifact = ExecuTorchBackend(path)
-    tapped = ExecuTorchBackend(twin)
+    artifact = ExecuTorchBackend(path, input_names=names)
+    tapped = ExecuTorchBackend(twin, input_names=names)
     logits, art_logits, acts = [], [], {}
     for b in batches:
-        outs = tapped.method.execute([torch.from_numpy(np.ascontiguousarray(b[k], dtype=np.int64)) for k in INPUTS])
+        outs = tapped.method.execute([torch.from_numpy(np.ascontiguousarray(b[k], dtype=np.int64)) for k in names])
         logits.append(outs[0].detach().numpy().copy())
         art_logits.append(artifact.run(b))
         for tap in meta["taps"]:
@@ -148,7 +153,7 @@ def _rel_error(art: list, ref: list, masks: list) -> tuple[float, float]:
     return float(np.sqrt(diff2 / max(norm2, 1e-30))), norm2
 
 
-def compare(ref_acts: dict, order: list, art_acts: dict, batches: list) -> dict:
+def compare(ref_acts: dict, order: list, art_acts: dict, batches: list, fam=None) -> dict:
     """Per-module relative error in execution order, its growth over the module's input, per-layer summary."""
     masks = [np.asarray(b["attention_mask"]) for b in batches]
     # A module's input error: the largest error among what ran since the last residual-stream value
@@ -158,9 +163,9 @@ def compare(ref_acts: dict, order: list, art_acts: dict, batches: list) -> dict:
         if mod not in art_acts:
             continue
         err, _ = _rel_error(art_acts[mod], ref_acts[mod], masks)
-        rows.append({"module": mod, "layer": block_of(mod), "rel_error": err, "input_error": max(window),
+        rows.append({"module": mod, "layer": block_of(mod, fam), "rel_error": err, "input_error": max(window),
                      "growth": err - max(window)})
-        window = [err] if _is_trunk(mod) else window + [err]
+        window = [err] if _is_trunk(mod, fam) else window + [err]
     layers, prev = [], 0.0
     for blk in dict.fromkeys(r["layer"] for r in rows):
         mine = [r for r in rows if r["layer"] == blk]
@@ -188,16 +193,18 @@ def debug_artifact(artifact: str | Path, reference: str | Path, batches: list, t
         if not all(p.is_file() for p in twin_paths(path)):
             raise UsageError(f"{path}: no debug twin ({twin_paths(path)[0].name}); export with `toolformer export ... --debug` "
                              "or build with quant.debug_twins = true to write one")
+    from .families import of
+
     model = load_checkpoint(reference)
     ref_logits, ref_acts, order = reference_activations(model, batches)
     twin = None
     if fmt == "onnx":
         logits, acts = onnx_activations(path, batches)
     else:
-        logits, acts, twin = executorch_activations(path, batches)
+        logits, acts, twin = executorch_activations(path, batches, of(model).inputs)
     if not acts:
         raise UsageError(f"{path}: no layer outputs could be located in the artifact")
-    report = compare(ref_acts, order, acts, batches)
+    report = compare(ref_acts, order, acts, batches, of(model))
     report.update({"artifact": str(path), "format": fmt, "reference": str(reference),
                    "examples": int(sum(len(b["input_ids"]) for b in batches)),
                    "logits": parity.compare(logits, ref_logits), "twin": twin})
@@ -244,7 +251,7 @@ def golden_batches(artifact: str | Path, batch_size: int = 8) -> list | None:
     if not golden.is_file():
         return None
     inputs = json.loads(golden.read_text(encoding="utf-8"))["inputs"]
-    arrays = {k: np.asarray(inputs[k], dtype=np.int64) for k in INPUTS}
+    arrays = {k: np.asarray(inputs[k], dtype=np.int64) for k in INPUTS if k in inputs}
     n = len(arrays["input_ids"])
     return [{k: v[i:i + batch_size] for k, v in arrays.items()} for i in range(0, n, batch_size)]
 

@@ -13,6 +13,10 @@ class UsageError(ToolformerError):
     exit_code = 2
 
 
+class FamilyError(UsageError):
+    """A model whose architecture has no family adapter (toolchain/families)."""
+
+
 class GateError(ToolformerError):
     """A parity or accuracy gate failed: the artifacts must not ship."""
 

@@ -319,7 +319,8 @@ def finetune_original(r, out, force: bool = False) -> TrainResult | None:
     try:
         with tempfile.TemporaryDirectory(prefix="toolformer-tok-") as scratch:
             tok_file = model_mod.save_tokenizer_json(source, Path(scratch) / "tokenizer.json", r.model.trust_remote_code)
-            encoder = TextEncoder(tok_file, r.train.max_seq_len)
+            encoder = TextEncoder(tok_file, r.train.max_seq_len,
+                                  input_names=model_mod.input_names(source, r.model.trust_remote_code))
             seed_everything(r.train.seed)  # the new head starts the same whatever the process count
             model = model_mod.load_classifier(source, data.labels, r.model.trust_remote_code)
             if main:

@@ -167,7 +167,9 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
     progress = Progress(work, build_key(r, data, source))
     recipe_mod.dump(r, work / "recipe.toml")
     tok_file = model_mod.save_tokenizer_json(source, work / "tokenizer" / "tokenizer.json", r.model.trust_remote_code)
-    encoder = TextEncoder(tok_file, r.train.max_seq_len)
+    # The arrays the model takes (its family adapter's inputs): no token_type_ids for DistilBERT/RoBERTa/XLM-R.
+    names = model_mod.input_names(source, r.model.trust_remote_code)
+    encoder = TextEncoder(tok_file, r.train.max_seq_len, input_names=names)
     truncated = {s.name: encoder.count_truncated(s.texts) for s in data.splits()}
     for note in data.notes if is_main() else ():
         print(f"[toolformer] data: {note}")
@@ -213,7 +215,7 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
     else:
         shipped, shipped_name = original, "original"
     # A vocabulary-pruned student reads other ids than the original: each gets its own tokenizer.
-    ship_encoder = encoder if ship_tok == tok_file else TextEncoder(ship_tok, r.train.max_seq_len)
+    ship_encoder = encoder if ship_tok == tok_file else TextEncoder(ship_tok, r.train.max_seq_len, input_names=names)
 
     # Training is over on every process: from here the main process works alone (export, parity,
     # package) and the others wait for it (see distributed.Handover). Distillation may have taken the
@@ -259,9 +261,10 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
     # 4. Parity on real validation text: each artifact vs its PyTorch source and vs the original.
     stages.start("parity", f"{len(exported)} artifacts on validation text")
     p = r.parity
-    sets = parity_mod.parity_batches(data.validation, tok_file, r.train.max_seq_len, p.seq_lens, p.batch_size, p.num_examples)
+    sets = parity_mod.parity_batches(data.validation, tok_file, r.train.max_seq_len, p.seq_lens, p.batch_size, p.num_examples,
+                                     input_names=names)
     orig_sets, sets = sets, (sets if ship_tok == tok_file else parity_mod.parity_batches(
-        data.validation, ship_tok, r.train.max_seq_len, p.seq_lens, p.batch_size, p.num_examples))
+        data.validation, ship_tok, r.train.max_seq_len, p.seq_lens, p.batch_size, p.num_examples, input_names=names))
     src_logits = parity_mod.reference_outputs(shipped, sets)
     orig_logits = src_logits if shipped is original else parity_mod.reference_outputs(original, orig_sets)
     results = []
@@ -328,7 +331,7 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
     if passed:
         write_bundle(work / "bundle", artifacts=[{k: v for k, v in a.items()} for a in exported], tokenizer_file=ship_tok,
                      labels=data.labels, max_seq_len=r.train.max_seq_len, pair=data.pair, golden=golden,
-                     extra_files=extra,
+                     extra_files=extra, input_names=names, pad_token=ship_encoder.pad_token,
                      info={"versions": summary["versions"], "recipe_sha256": summary["recipe_sha256"], "training": summary["training"],
                            # Texts cut at max_seq_len per split: an app team sees how much its inputs were truncated.
                            "data": {"max_seq_len": r.train.max_seq_len, "truncated_texts": truncated,

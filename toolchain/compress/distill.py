@@ -35,7 +35,9 @@ def map_layers(student, teacher, how: str) -> list[int]:
     """Teacher layer index matched to each student layer."""
     from .prune import get_structure
 
-    s, t = len(student.bert.encoder.layer), len(teacher.bert.encoder.layer)
+    from ..families import of
+
+    s, t = len(of(student).layers(student)), len(of(teacher).layers(teacher))
     if how == "kept":
         return [min(i, t - 1) for i in get_structure(student)["layers"]]
     return [max(0, round((j + 1) * t / s) - 1) for j in range(s)]
@@ -45,13 +47,15 @@ class _Recorder:
     """Forward hooks that keep the embedding output, each layer's output and its attention map."""
 
     def __init__(self, model, attentions: bool):
+        from ..families import of
+
+        fam = of(model)
         self.hidden, self.attn, self.hooks = {}, {}, []
-        bert = model.bert
-        self.hooks.append(bert.embeddings.register_forward_hook(lambda m, a, o: self.hidden.__setitem__(-1, o)))
-        for i, layer in enumerate(bert.encoder.layer):
+        self.hooks.append(fam.get(model, fam.embeddings).register_forward_hook(lambda m, a, o: self.hidden.__setitem__(-1, o)))
+        for i, layer in enumerate(fam.layers(model)):
             self.hooks.append(layer.register_forward_hook(self._keep(self.hidden, i, 0)))
-            if attentions:
-                self.hooks.append(layer.attention.self.register_forward_hook(self._keep(self.attn, i, 1)))
+            if attentions:  # the attention module's output[1]: (batch, heads, query, key) probabilities
+                self.hooks.append(fam.get(layer, fam.attention).register_forward_hook(self._keep(self.attn, i, 1)))
 
     @staticmethod
     def _keep(store, i, pos):

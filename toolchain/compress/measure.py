@@ -26,6 +26,8 @@ def flops_per_sequence(model, seq_len: int) -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from ..families import of
+
     dev = next(model.parameters()).device
     ids = torch.ones(1, seq_len, dtype=torch.long, device=dev)
     counter = FlopCounterMode(display=False)
@@ -36,7 +38,8 @@ def flops_per_sequence(model, seq_len: int) -> int:
     model.eval()
     try:
         with torch.no_grad(), counter:
-            model(input_ids=ids, attention_mask=torch.ones_like(ids), token_type_ids=torch.zeros_like(ids))
+            extra = {"token_type_ids": torch.zeros_like(ids)} if "token_type_ids" in of(model).inputs else {}
+            model(input_ids=ids, attention_mask=torch.ones_like(ids), **extra)
     finally:
         model.set_attn_implementation(attn)
         model.train(was)
@@ -45,6 +48,7 @@ def flops_per_sequence(model, seq_len: int) -> int:
 
 def describe(model, stage: str, seq_len: int, val_accuracy: float | None, **extra) -> dict:
     """One row of the compression report."""
+    from ..families import of
     from .prune import count_ffn, count_heads
 
     params = sum(p.numel() for p in model.parameters())
@@ -57,7 +61,7 @@ def describe(model, stage: str, seq_len: int, val_accuracy: float | None, **extr
     raw, comp = state_bytes(model)
     return {
         "stage": stage,
-        "layers": len(model.bert.encoder.layer),
+        "layers": len(of(model).layers(model)),
         "heads": count_heads(model),
         "ffn": count_ffn(model),
         "vocab": int(model.config.vocab_size),

@@ -35,8 +35,19 @@ class PruneConfig:
             raise UsageError(f"prune importance must be gradient or magnitude, got {self.importance!r}")
 
 
+def _fam(model):
+    from ..families import of
+
+    return of(model)
+
+
 def _layers(model):
-    return model.bert.encoder.layer
+    return _fam(model).layers(model)
+
+
+def _ffn_size(config) -> int:
+    # BERT-style configs say intermediate_size; DistilBERT's says hidden_dim.
+    return int(getattr(config, "intermediate_size", None) or config.hidden_dim)
 
 
 def get_structure(model) -> dict:
@@ -47,7 +58,7 @@ def get_structure(model) -> dict:
     cfg = model.config
     n = len(_layers(model))
     return {"layers": list(range(n)), "heads": [list(range(cfg.num_attention_heads)) for _ in range(n)],
-            "intermediate": [int(cfg.intermediate_size)] * n}
+            "intermediate": [_ffn_size(cfg)] * n}
 
 
 def set_structure(model, st: dict) -> None:
@@ -60,48 +71,48 @@ def is_pruned(config) -> bool:
     if not st:
         return False
     return (any(len(h) != config.num_attention_heads for h in st["heads"])
-            or any(i != config.intermediate_size for i in st["intermediate"]))
+            or any(i != _ffn_size(config) for i in st["intermediate"]))
 
 
-def slice_heads(layer, keep: list[int]) -> None:
-    """Keep only attention heads `keep` (positions in the layer as it is now) of one BertLayer."""
+def slice_heads(layer, keep: list[int], fam) -> None:
+    """Keep only attention heads `keep` (positions in the layer as it is now) of one transformer layer.
+
+    Every adapted family's attention reshapes with -1 heads (eager and SDPA alike), so slicing
+    q/k/v rows and the output projection's columns is the whole change."""
     import torch
     from transformers.pytorch_utils import prune_linear_layer
 
-    sa = layer.attention.self
-    d = sa.attention_head_size
+    d = fam.head_size(layer)
     idx = torch.cat([torch.arange(h * d, (h + 1) * d) for h in sorted(keep)]).long()
-    sa.query = prune_linear_layer(sa.query, idx)
-    sa.key = prune_linear_layer(sa.key, idx)
-    sa.value = prune_linear_layer(sa.value, idx)
-    layer.attention.output.dense = prune_linear_layer(layer.attention.output.dense, idx, dim=1)
-    sa.num_attention_heads = len(keep)
-    sa.all_head_size = len(keep) * d
+    for path in (fam.query, fam.key, fam.value):
+        fam.put(layer, path, prune_linear_layer(fam.get(layer, path), idx))
+    fam.put(layer, fam.attention_out, prune_linear_layer(fam.get(layer, fam.attention_out), idx, dim=1))
+    fam.set_num_heads(layer, len(keep))
 
 
-def slice_ffn(layer, keep: list[int]) -> None:
-    """Keep only intermediate neurons `keep` of one BertLayer's feed-forward block."""
+def slice_ffn(layer, keep: list[int], fam) -> None:
+    """Keep only intermediate neurons `keep` of one layer's feed-forward block."""
     import torch
     from transformers.pytorch_utils import prune_linear_layer
 
     idx = torch.as_tensor(sorted(keep)).long()
-    layer.intermediate.dense = prune_linear_layer(layer.intermediate.dense, idx)
-    layer.output.dense = prune_linear_layer(layer.output.dense, idx, dim=1)
+    fam.put(layer, fam.ffn_in, prune_linear_layer(fam.get(layer, fam.ffn_in), idx))
+    fam.put(layer, fam.ffn_out, prune_linear_layer(fam.get(layer, fam.ffn_out), idx, dim=1))
 
 
 def prune_structure(model, heads_keep: list[list[int]] | None = None, ffn_keep: list[list[int]] | None = None):
     """Slice `model` in place to the given per-layer head / neuron positions; updates the record."""
-    st = get_structure(model)
+    st, fam = get_structure(model), _fam(model)
     for i, layer in enumerate(_layers(model)):
-        if heads_keep is not None and len(heads_keep[i]) < layer.attention.self.num_attention_heads:
+        if heads_keep is not None and len(heads_keep[i]) < fam.num_heads(layer):
             if not heads_keep[i]:
                 raise UsageError(f"layer {i}: cannot remove every attention head")
-            slice_heads(layer, heads_keep[i])
+            slice_heads(layer, heads_keep[i], fam)
             st["heads"][i] = [st["heads"][i][h] for h in sorted(heads_keep[i])]
-        if ffn_keep is not None and len(ffn_keep[i]) < layer.intermediate.dense.out_features:
+        if ffn_keep is not None and len(ffn_keep[i]) < fam.ffn_width(layer):
             if not ffn_keep[i]:
                 raise UsageError(f"layer {i}: cannot remove every FFN neuron")
-            slice_ffn(layer, ffn_keep[i])
+            slice_ffn(layer, ffn_keep[i], fam)
             st["intermediate"][i] = len(ffn_keep[i])
     set_structure(model, st)
     return model
@@ -109,15 +120,15 @@ def prune_structure(model, heads_keep: list[list[int]] | None = None, ffn_keep: 
 
 def magnitude_importance(model) -> tuple[list, list]:
     """Per-layer head and neuron scores from weight norms (no data needed)."""
-    heads, ffn = [], []
+    heads, ffn, fam = [], [], _fam(model)
     for layer in _layers(model):
-        sa = layer.attention.self
-        h, d = sa.num_attention_heads, sa.attention_head_size
-        w = sum(m.weight.detach().float().view(h, d, -1).pow(2).sum((1, 2)) for m in (sa.query, sa.key, sa.value))
-        w = w + layer.attention.output.dense.weight.detach().float().view(-1, h, d).pow(2).sum((0, 2))
+        h, d = fam.num_heads(layer), fam.head_size(layer)
+        qkv = [fam.get(layer, p) for p in (fam.query, fam.key, fam.value)]
+        w = sum(m.weight.detach().float().view(h, d, -1).pow(2).sum((1, 2)) for m in qkv)
+        w = w + fam.get(layer, fam.attention_out).weight.detach().float().view(-1, h, d).pow(2).sum((0, 2))
         heads.append(w.sqrt().cpu().numpy())
-        up = layer.intermediate.dense.weight.detach().float().norm(dim=1)
-        down = layer.output.dense.weight.detach().float().norm(dim=0)
+        up = fam.get(layer, fam.ffn_in).weight.detach().float().norm(dim=1)
+        down = fam.get(layer, fam.ffn_out).weight.detach().float().norm(dim=0)
         ffn.append((up * down).cpu().numpy())
     return heads, ffn
 
@@ -131,26 +142,27 @@ def gradient_importance(model, batches, loss_fn=None) -> tuple[list, list]:
     """
     import torch
 
-    layers = list(_layers(model))
+    layers, fam = list(_layers(model)), _fam(model)
     dev = next(model.parameters()).device
-    gh = [torch.ones(l.attention.self.num_attention_heads, device=dev, requires_grad=True) for l in layers]
-    gf = [torch.ones(l.intermediate.dense.out_features, device=dev, requires_grad=True) for l in layers]
+    gh = [torch.ones(fam.num_heads(l), device=dev, requires_grad=True) for l in layers]
+    gf = [torch.ones(fam.ffn_width(l), device=dev, requires_grad=True) for l in layers]
     hooks = []
 
+    # The per-head context is the input of the Linear that mixes the heads back (BERT's
+    # attention.output.dense, DistilBERT's out_lin): gate it there, for every family alike.
     def head_hook(i):
-        def fn(mod, args, out):
-            ctx = out[0]
+        def fn(mod, args):
+            ctx = args[0]
             b, s, _ = ctx.shape
-            ctx = (ctx.view(b, s, gh[i].numel(), -1) * gh[i][None, None, :, None]).view(b, s, -1)
-            return (ctx, *out[1:])
+            return ((ctx.view(b, s, gh[i].numel(), -1) * gh[i][None, None, :, None]).view(b, s, -1), *args[1:])
         return fn
 
     def ffn_hook(i):
         return lambda mod, args, out: out * gf[i]
 
     for i, l in enumerate(layers):
-        hooks.append(l.attention.self.register_forward_hook(head_hook(i)))
-        hooks.append(l.intermediate.register_forward_hook(ffn_hook(i)))
+        hooks.append(fam.get(l, fam.attention_out).register_forward_pre_hook(head_hook(i)))
+        hooks.append(fam.get(l, fam.ffn).register_forward_hook(ffn_hook(i)))
     acc_h = [torch.zeros_like(g) for g in gh]
     acc_f = [torch.zeros_like(g) for g in gf]
     was_training = model.training
@@ -241,8 +253,10 @@ def load_pruned(source: str, config):
 
 
 def count_heads(model) -> list[int]:
-    return [l.attention.self.num_attention_heads for l in _layers(model)]
+    fam = _fam(model)
+    return [fam.num_heads(l) for l in _layers(model)]
 
 
 def count_ffn(model) -> list[int]:
-    return [l.intermediate.dense.out_features for l in _layers(model)]
+    fam = _fam(model)
+    return [fam.ffn_width(l) for l in _layers(model)]

@@ -27,9 +27,13 @@ def target_linears(model) -> list:
     """The encoder's (and pooler's) Linear layers; embeddings and the task head stay dense."""
     import torch
 
-    mods = [m for m in model.bert.encoder.modules() if isinstance(m, torch.nn.Linear)]
-    if model.bert.pooler is not None:
-        mods.append(model.bert.pooler.dense)
+    from ..families import of
+
+    fam = of(model)
+    mods = [m for m in fam.layers(model).modules() if isinstance(m, torch.nn.Linear)]
+    pooler = fam.pooler_module(model)
+    if pooler is not None:
+        mods.append(pooler.dense)
     return mods
 
 

@@ -78,7 +78,7 @@ def make_student(r, original, data, encoder, tok_file: Path, work: Path, source:
     rows.append(measure.describe(student, "truncate", L, ev(student)))
     stages.end(layers=keep, params=rows[-1]["params"], val_accuracy=rows[-1]["val_accuracy"])
 
-    emb = student.bert.embeddings.word_embeddings.weight
+    emb = student.get_input_embeddings().weight
     emb.requires_grad_(not c.freeze_embeddings)  # frozen: no gradient, no optimizer state for the largest tensor
     dcfg = DistillConfig(temperature=c.temperature, alpha=c.alpha, hidden_weight=c.hidden_weight,
                          attention_weight=c.attention_weight, layer_map=c.layer_map)
@@ -127,7 +127,7 @@ def make_student(r, original, data, encoder, tok_file: Path, work: Path, source:
         texts = _corpus(r, data)
         student, ship_tok, vfacts = vocab.prune_vocab(student, tok_file, texts, work / "student-tokenizer" / "tokenizer.json",
                                                      vocab.VocabConfig(c.vocab_min_count, c.vocab_keep_chars))
-        enc2 = TextEncoder(ship_tok, L)
+        enc2 = TextEncoder(ship_tok, L, input_names=encoder.input_names)
         vfacts["validation_unk_tokens"] = _unk_rate(enc2, data.validation.texts)
         rows.append(measure.describe(student, "vocab", L, ev(student, enc2), **vfacts))
         facts["vocab"] = vfacts
@@ -136,7 +136,7 @@ def make_student(r, original, data, encoder, tok_file: Path, work: Path, source:
     if c.prune_positions:
         n0 = student.config.max_position_embeddings
         vocab.prune_positions(student, L)
-        rows.append(measure.describe(student, "positions", L, ev(student, TextEncoder(ship_tok, L)), old_positions=n0))
+        rows.append(measure.describe(student, "positions", L, ev(student, TextEncoder(ship_tok, L, input_names=encoder.input_names)), old_positions=n0))
 
     out = work / "student"
     student.save_pretrained(out)  # the final weights (masks folded in), replacing train()'s checkpoint

@@ -38,12 +38,13 @@ def select_layers(total: int, num_layers: int, selection: str = "evenly", layers
 
 def truncate(model, keep: list[int]):
     """A deep copy of `model` whose encoder holds only the layers `keep` (in order)."""
-    import torch
+    from ..families import of
 
+    fam = of(model)
     student = copy.deepcopy(model)
-    old = student.bert.encoder.layer
-    student.bert.encoder.layer = torch.nn.ModuleList([old[i] for i in keep])
-    student.config.num_hidden_layers = len(keep)
+    old = fam.layers(student)
+    fam.set_layers(student, [old[i] for i in keep])
+    student.config.num_hidden_layers = len(keep)  # DistilBERT maps it onto n_layers
     # Which original layer each student layer came from: distillation maps layers with it, and
     # pruned checkpoints reload their shapes from the same record (see compress.prune).
     from .prune import get_structure, set_structure
@@ -53,7 +54,7 @@ def truncate(model, keep: list[int]):
     st["heads"] = [st["heads"][i] for i in keep]
     st["intermediate"] = [st["intermediate"][i] for i in keep]
     set_structure(student, st)
-    for new_idx, layer in enumerate(student.bert.encoder.layer):
+    for new_idx, layer in enumerate(fam.layers(student)):
         for mod in layer.modules():
             if hasattr(mod, "layer_idx"):
                 mod.layer_idx = new_idx

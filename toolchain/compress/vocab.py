@@ -112,6 +112,12 @@ def prune_embeddings(model, keep_ids: np.ndarray):
     if pad_old is not None:
         hit = np.nonzero(keep_ids == pad_old)[0]
         new.padding_idx = int(hit[0]) if len(hit) else None
+    from ..families import of
+
+    if getattr(of(model), "positions_from_padding", False) and pad_old is not None and new.padding_idx != pad_old:
+        # Positions count from padding_idx + 1: a moved pad id would shift every position row.
+        raise UsageError(f"--prune-vocab would move the pad token from id {pad_old} to {new.padding_idx}, "
+                         "and this family numbers positions from the pad id; keep the ids below it")
     model.set_input_embeddings(new)
     model.config.vocab_size = len(keep_ids)
     for key in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id"):
@@ -121,25 +127,38 @@ def prune_embeddings(model, keep_ids: np.ndarray):
     return model
 
 
+def position_rows(model, max_len: int) -> int:
+    """Position rows a `max_len`-token input reads: max_len, or padding_idx + 1 + max_len for families
+    (RoBERTa, XLM-R) that number positions from padding_idx + 1 and park pad tokens on row padding_idx."""
+    from ..families import of
+
+    if getattr(of(model), "positions_from_padding", False):
+        return int(model.config.pad_token_id) + 1 + int(max_len)
+    return int(max_len)
+
+
 def prune_positions(model, max_len: int):
-    """Keep the first `max_len` position embeddings, in place: the tokenizer truncates to max_seq_len,
-    so rows past it are never read (exactly the same function for every input the bundle accepts)."""
+    """Keep the position embeddings a `max_len`-token input reads, in place: the tokenizer truncates to
+    max_seq_len, so rows past them are never read (the same function for every input the bundle accepts)."""
     import torch
 
-    emb = model.bert.embeddings
-    n = emb.position_embeddings.num_embeddings
-    if max_len >= n:
+    from ..families import of
+
+    fam = of(model)
+    emb = fam.get(model, fam.embeddings)
+    old = fam.get(model, fam.position_embeddings)
+    rows = position_rows(model, max_len)
+    if rows >= old.num_embeddings:
         return model
-    new = torch.nn.Embedding(max_len, emb.position_embeddings.embedding_dim, device=emb.position_embeddings.weight.device,
-                             dtype=emb.position_embeddings.weight.dtype)
+    new = torch.nn.Embedding(rows, old.embedding_dim, padding_idx=old.padding_idx, device=old.weight.device, dtype=old.weight.dtype)
     with torch.no_grad():
-        new.weight.copy_(emb.position_embeddings.weight[:max_len])
-    emb.position_embeddings = new
-    # The registered (non-persistent) buffers BertEmbeddings slices position and type ids from.
-    emb.position_ids = emb.position_ids[:, :max_len].clone()
+        new.weight.copy_(old.weight[:rows])
+    fam.put(model, fam.position_embeddings, new)
+    # The registered (non-persistent) buffers the embeddings slice position and type ids from.
+    emb.position_ids = emb.position_ids[:, :rows].clone()
     if hasattr(emb, "token_type_ids"):
-        emb.token_type_ids = emb.token_type_ids[:, :max_len].clone()
-    model.config.max_position_embeddings = max_len
+        emb.token_type_ids = emb.token_type_ids[:, :rows].clone()
+    model.config.max_position_embeddings = rows
     return model
 
 

@@ -1,0 +1,50 @@
+"""RoBERTa, XLM-RoBERTa and CamemBERT (…ForSequenceClassification): BERT's layers, no token types in the
+inputs, positions numbered from padding_idx + 1, no pooler; the head is classifier.dense → tanh →
+classifier.out_proj on the first token (<s>). The three differ only in their tokenizers (byte-level BPE
+for RoBERTa, SentencePiece Unigram for XLM-R and CamemBERT)."""
+from __future__ import annotations
+
+from .base import Family
+
+
+class Roberta(Family):
+    name = "roberta"
+    model_types = ("roberta", "xlm-roberta", "camembert")
+    inputs = ("input_ids", "attention_mask")
+    # RobertaEmbeddings: position = cumsum(non-pad) + padding_idx, pad tokens sit at padding_idx.
+    positions_from_padding = True
+
+    base = "roberta"
+    embeddings = "roberta.embeddings"
+    word_embeddings = "roberta.embeddings.word_embeddings"
+    position_embeddings = "roberta.embeddings.position_embeddings"
+    token_type_embeddings = "roberta.embeddings.token_type_embeddings"
+    embedding_norm = "roberta.embeddings.LayerNorm"
+    layer_list = "roberta.encoder.layer"
+    pooler = None
+    classifier = "classifier"
+    dropout = None
+    head_modules = ("classifier",)
+
+    attention = "attention.self"
+    query = "attention.self.query"
+    key = "attention.self.key"
+    value = "attention.self.value"
+    attention_out = "attention.output.dense"
+    ffn = "intermediate"
+    ffn_in = "intermediate.dense"
+    ffn_out = "output.dense"
+
+    def embed(self, model, inputs: dict):
+        import torch
+
+        ids = inputs["input_ids"]
+        # Explicit zeros: the embeddings would otherwise gather their type ids from a buffer by position.
+        return self.get(model, self.embeddings)(input_ids=ids, token_type_ids=torch.zeros_like(ids))
+
+    def classify(self, model, hidden):
+        # RobertaClassificationHead takes the whole sequence and reads the first token itself.
+        return self.get(model, self.classifier)(hidden)
+
+
+FAMILY = Roberta()
