@@ -186,7 +186,15 @@ def test_every_stage_has_a_test_for_every_registered_family():
     for name in set(STAGE_TESTS.values()):
         assert callable(globals().get(name)), name
     registered = set(families.supported())
-    tested = set(FAMILIES) | {"camembert"}  # camembert: the roberta adapter, tested in test_families_refuse.py
+    tested = set(FAMILIES) | {"camembert"}  # camembert: the roberta adapter (test_families_surgery.py)
     assert registered <= tested, f"registered without tests: {sorted(registered - tested)}"
     for mt in registered:
         assert set(stages_of(families.get(mt))) <= set(STAGE_TESTS)
+
+
+def test_docs_matrix_is_generated_from_the_registry():
+    from conftest import ROOT
+    from toolchain.families.support import matrix_markdown
+
+    assert (ROOT / "docs" / "families.md").read_text(encoding="utf-8") == matrix_markdown(), \
+        "docs/families.md is stale: python -m toolchain.families --matrix --write docs/families.md"

@@ -153,19 +153,31 @@ def load_classifier(source: str, labels: list[str], trust_remote_code: bool = Fa
     return model
 
 
-def input_names(source: str, trust_remote_code: bool = False) -> tuple:
-    """The arrays a model takes, from its family adapter (no token_type_ids for DistilBERT/RoBERTa/XLM-R)."""
+def load_config(source: str, trust_remote_code: bool = False):
+    """The model's config through its config class (attribute maps: DistilBERT's n_layers is num_hidden_layers)."""
     from transformers import AutoConfig
-
-    from .families import get
 
     _quiet_transformers()
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
-    except OSError as e:
+    except (OSError, ValueError) as e:
         raise UsageError(f"{source}: cannot load the model config ({str(e).splitlines()[0]})") from None
     check_model_type(config.model_type, source)
-    return tuple(get(config.model_type).inputs)
+    return config
+
+
+def position_offset(config) -> int:
+    """Position rows before the first token's: padding_idx + 1 for RoBERTa-style families, else 0."""
+    from .families import get
+
+    return int(config.pad_token_id) + 1 if getattr(get(config.model_type), "positions_from_padding", False) else 0
+
+
+def input_names(source: str, trust_remote_code: bool = False) -> tuple:
+    """The arrays a model takes, from its family adapter (no token_type_ids for DistilBERT/RoBERTa/XLM-R)."""
+    from .families import get
+
+    return tuple(get(load_config(source, trust_remote_code).model_type).inputs)
 
 
 def save_tokenizer_json(source: str, dest: Path, trust_remote_code: bool = False) -> Path:

@@ -39,8 +39,14 @@ class Roberta(Family):
         import torch
 
         ids = inputs["input_ids"]
+        # RobertaEmbeddings' own position ids, (cumsum(ids != pad) + 0) * mask + padding_idx, spelled with
+        # tensor operands only: PT2E's scalar-to-attribute pass turns the scalar adds into float buffers and
+        # int8 calibration then fails on an int/float mismatch. Same values, so the same function.
+        pad = torch.full_like(ids, int(model.config.pad_token_id))
+        real = ids.ne(pad).long()
+        positions = torch.cumsum(real, dim=1) * real + pad
         # Explicit zeros: the embeddings would otherwise gather their type ids from a buffer by position.
-        return self.get(model, self.embeddings)(input_ids=ids, token_type_ids=torch.zeros_like(ids))
+        return self.get(model, self.embeddings)(input_ids=ids, token_type_ids=torch.zeros_like(ids), position_ids=positions)
 
     def classify(self, model, hidden):
         # RobertaClassificationHead takes the whole sequence and reads the first token itself.
