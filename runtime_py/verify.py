@@ -44,7 +44,7 @@ def verify_bundle(bundle: str | Path, only: list[str] | None = None, threads: in
     labels = list(manifest["labels"])
     problems: list[str] = []
     tok = manifest["tokenizer"]
-    try:
+    try:  # the arrays the bundle's model takes (no token_type_ids for DistilBERT/RoBERTa/XLM-R)
         names = manifest_input_names(manifest)
     except ValueError as e:
         raise BundleError(f"{bundle}: {e}") from None
@@ -58,58 +58,66 @@ def verify_bundle(bundle: str | Path, only: list[str] | None = None, threads: in
         if expected.shape != arrays[name].shape or not np.array_equal(expected, arrays[name]):
             problems.append(f"tokenizer: {name} of the golden texts differ from those recorded at build time")
     original = np.asarray(golden["original_logits"], dtype=np.float32)
-    original_pred = golden["original_predictions"]
-    if [labels[i] for i in original.argmax(1)] != original_pred:
+    if [labels[i] for i in original.argmax(1)] != golden["original_predictions"]:
         problems.append("labels: the manifest's label order does not match the golden predictions")
     problems += _consistency(bundle, manifest, golden, labels, original)
 
+    golden_inputs = {k: np.asarray(golden["inputs"].get(k, []), dtype=np.int64) for k in arrays}
     results = []
     for art in manifest["artifacts"]:
-        key = artifact_key(art)
-        if only and key not in only and art["file"] not in only:
+        if only and artifact_key(art) not in only and art["file"] not in only:
             continue
-        row = {"artifact": key, "file": art["file"], "reasons": []}
-        try:
-            backend = open_backend(bundle / art["file"], art["format"], threads=threads, input_names=names)
-            logits = backend.run({k: np.asarray(golden["inputs"][k], dtype=np.int64) for k in arrays})
-        except Exception as e:  # a corrupt artifact must fail its row, not the whole report
-            row["reasons"].append(f"cannot run: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-            row["passed"] = False
-            results.append(row)
-            continue
-        if logits.shape != (len(texts), len(labels)):
-            row["reasons"].append(f"output shape {logits.shape} != ({len(texts)}, {len(labels)})")
-        else:
-            gate = art.get("gate") or {}
-            ref_gate = parity.bounded_gate(art.get("precision", ""), gate.get("vs_reference"))
-            reference = golden.get("reference_logits", {}).get(art.get("source"))
-            if reference is None or np.asarray(reference).shape != logits.shape:
-                row["reasons"].append(f"golden.json has no reference logits of shape {logits.shape} for source {art.get('source')!r}")
-                reference = np.full_like(logits, np.nan)
-            vs_ref = parity.compare(logits, np.asarray(reference, dtype=np.float32))
-            vs_orig = parity.compare(logits, original)
-            pred = [labels[i] for i in logits.argmax(1)]
-            agree = float(np.mean([p == o for p, o in zip(pred, original_pred)]))
-            row.update({"vs_reference": vs_ref, "vs_original": vs_orig, "label_agreement_vs_original": agree,
-                        "gate_cosine": parity.gate_cosine(vs_ref, ref_gate)})
-            row["reasons"] += parity.check(vs_ref, ref_gate)
-            row["reasons"] += parity.check({"top1_agreement": agree}, {"min_top1": (gate.get("vs_original") or {}).get("min_top1", 0.0)})
-            built = golden.get("artifact_logits", {}).get(art["file"])
-            if built is not None:  # drift from the build machine (another CPU, another runtime build)
-                row["vs_build_time"] = parity.compare(logits, np.asarray(built, dtype=np.float32))
-                # The same artifact on another machine drifts less than the manifest's cross-machine
-                # tolerance (gate.arm64, else its source gate); further off, the artifact or golden.json changed.
-                drift_gate = parity.bounded_gate(art.get("precision", ""), gate.get("arm64") or gate.get("vs_reference"))
-                row["reasons"] += [f"vs its build-time outputs: {r}" for r in parity.check(row["vs_build_time"], drift_gate)]
-            else:
-                row["reasons"].append("golden.json has no build-time outputs of this artifact")
-        row["reasons"] += problems
-        row["passed"] = not row["reasons"]
+        row = _check_artifact(bundle, art, golden, golden_inputs, len(texts), labels, original, threads, names)
+        if "passed" not in row:  # it ran: the bundle's own problems fail every artifact too
+            row["reasons"] += problems
+            row["passed"] = not row["reasons"]
         results.append(row)
     if only and not results:
         raise BundleError(f"no artifact matches {only}; the bundle has {[artifact_key(a) for a in manifest['artifacts']]}")
     passed = bool(results) and all(r["passed"] for r in results) and not problems
     return {"bundle": str(bundle), "passed": passed, "artifacts": results, "problems": problems}
+
+
+def _check_artifact(bundle: Path, art: dict, golden: dict, inputs: dict, n: int, labels: list, original: np.ndarray,
+                    threads, input_names=None) -> dict:
+    """One artifact on the golden inputs: vs its reference, vs the original, vs its build-time outputs
+    (a row with "passed" already set when the artifact cannot even run)."""
+    original_pred = golden["original_predictions"]
+    row = {"artifact": artifact_key(art), "file": art["file"], "reasons": []}
+    try:
+        backend = open_backend(bundle / art["file"], art["format"], threads=threads, input_names=input_names)
+        logits = backend.run(inputs)
+    except Exception as e:  # a corrupt artifact must fail its row, not the whole report
+        row["reasons"].append(f"cannot run: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        row["passed"] = False
+        return row
+    if logits.shape != (n, len(labels)):
+        row["reasons"].append(f"output shape {logits.shape} != ({n}, {len(labels)})")
+    else:
+        gate = art.get("gate") or {}
+        ref_gate = parity.bounded_gate(art.get("precision", ""), gate.get("vs_reference"))
+        reference = golden.get("reference_logits", {}).get(art.get("source"))
+        if reference is None or np.asarray(reference).shape != logits.shape:
+            row["reasons"].append(f"golden.json has no reference logits of shape {logits.shape} for source {art.get('source')!r}")
+            reference = np.full_like(logits, np.nan)
+        vs_ref = parity.compare(logits, np.asarray(reference, dtype=np.float32))
+        vs_orig = parity.compare(logits, original)
+        pred = [labels[i] for i in logits.argmax(1)]
+        agree = float(np.mean([p == o for p, o in zip(pred, original_pred)]))
+        row.update({"vs_reference": vs_ref, "vs_original": vs_orig, "label_agreement_vs_original": agree,
+                    "gate_cosine": parity.gate_cosine(vs_ref, ref_gate)})
+        row["reasons"] += parity.check(vs_ref, ref_gate)
+        row["reasons"] += parity.check({"top1_agreement": agree}, {"min_top1": (gate.get("vs_original") or {}).get("min_top1", 0.0)})
+        built = golden.get("artifact_logits", {}).get(art["file"])
+        if built is not None:  # drift from the build machine (another CPU, another runtime build)
+            row["vs_build_time"] = parity.compare(logits, np.asarray(built, dtype=np.float32))
+            # The same artifact on another machine drifts less than the manifest's cross-machine
+            # tolerance (gate.arm64, else its source gate); further off, the artifact or golden.json changed.
+            drift_gate = parity.bounded_gate(art.get("precision", ""), gate.get("arm64") or gate.get("vs_reference"))
+            row["reasons"] += [f"vs its build-time outputs: {r}" for r in parity.check(row["vs_build_time"], drift_gate)]
+        else:
+            row["reasons"].append("golden.json has no build-time outputs of this artifact")
+    return row
 
 
 def _consistency(bundle: Path, manifest: dict, golden: dict, labels: list, original: np.ndarray) -> list[str]:

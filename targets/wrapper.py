@@ -18,11 +18,11 @@ ALL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 class EdgeClassifier(torch.nn.Module):
     """(input_ids, attention_mask[, token_type_ids]) int64 → logits float32, for any adapted family."""
 
-    def __init__(self, model):
+    def __init__(self, model, family=None):
         super().__init__()
         from toolchain.families import of
 
-        self.family = of(model)  # FamilyError (one line) for a model no adapter serves
+        self.family = family or of(model)  # FamilyError (one line) for a model no adapter serves
         self.input_names = tuple(self.family.inputs)
         model.set_attn_implementation("eager")
         self.model = model

@@ -15,7 +15,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from helpers import run_cli
 from families_fixtures import TOKENIZER_KIND, make_family_dir, write_jsonl_task
 
 FAMILIES = ("bert", "distilbert", "roberta", "xlm-roberta", "electra")
@@ -195,7 +195,7 @@ def test_every_stage_has_a_test_for_every_registered_family():
 
 
 def test_docs_matrix_is_generated_from_the_registry():
-    from conftest import ROOT
+    from helpers import ROOT
     from toolchain.families.support import matrix_markdown
 
     assert (ROOT / "docs" / "families.md").read_text(encoding="utf-8") == matrix_markdown(), \

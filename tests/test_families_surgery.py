@@ -142,7 +142,7 @@ def test_electra_projects_its_embeddings(fam_model):
 
 @pytest.mark.parametrize("mtype,stage", [("albert", "truncate"), ("deberta-v2", "export"), ("mobilebert", "prune FFN")])
 def test_other_families_are_refused_naming_the_stage(tmp_path, mtype, stage):
-    from conftest import run_cli
+    from helpers import run_cli
 
     d = tmp_path / mtype
     d.mkdir()

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UsageError
+from .families import of as family_of
 
-# Every input a family may take; each run feeds only the ones its model / artifact takes.
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -37,30 +37,14 @@ def load_checkpoint(path: str | Path):
     return load_classifier(str(path), labels, require_head=True).cpu().eval()
 
 
-def block_of(module: str, fam=None) -> str:
-    """The encoder layer (or embeddings / pooler / classifier) a module belongs to (BERT names by default)."""
-    from .families import get
-
-    return (fam or get("bert")).block_of(module)
-
-
-def _is_trunk(module: str, fam=None) -> bool:
-    # The residual stream: each LayerNorm output, then pooler and classifier (the family says which names).
-    from .families import get
-
-    return (fam or get("bert")).is_trunk(module)
-
-
 def reference_activations(model, batches: list) -> tuple[np.ndarray, dict, list]:
     """Logits, {module: [per-batch outputs]} and the execution order, through the exported graph's wrapper."""
     import torch
 
     from targets.wrapper import EdgeClassifier
 
-    from .families import of
-
     wrapper = EdgeClassifier(model).eval()
-    names = of(model).inputs
+    names = family_of(model).inputs  # DistilBERT/RoBERTa/XLM-R take no token_type_ids
     acts, order = {}, []
 
     def hook(name):
@@ -153,8 +137,10 @@ def _rel_error(art: list, ref: list, masks: list) -> tuple[float, float]:
     return float(np.sqrt(diff2 / max(norm2, 1e-30))), norm2
 
 
-def compare(ref_acts: dict, order: list, art_acts: dict, batches: list, fam=None) -> dict:
-    """Per-module relative error in execution order, its growth over the module's input, per-layer summary."""
+def compare(ref_acts: dict, order: list, art_acts: dict, batches: list, fam) -> dict:
+    """Per-module relative error in execution order, its growth over the module's input, per-layer summary.
+
+    `fam` (toolchain.families) names the blocks and the residual-stream taps of the model's modules."""
     masks = [np.asarray(b["attention_mask"]) for b in batches]
     # A module's input error: the largest error among what ran since the last residual-stream value
     # (that value included): q/k/v → attention output dense, intermediate → output dense, and so on.
@@ -163,9 +149,9 @@ def compare(ref_acts: dict, order: list, art_acts: dict, batches: list, fam=None
         if mod not in art_acts:
             continue
         err, _ = _rel_error(art_acts[mod], ref_acts[mod], masks)
-        rows.append({"module": mod, "layer": block_of(mod, fam), "rel_error": err, "input_error": max(window),
+        rows.append({"module": mod, "layer": fam.block_of(mod), "rel_error": err, "input_error": max(window),
                      "growth": err - max(window)})
-        window = [err] if _is_trunk(mod, fam) else window + [err]
+        window = [err] if fam.is_trunk(mod) else window + [err]
     layers, prev = [], 0.0
     for blk in dict.fromkeys(r["layer"] for r in rows):
         mine = [r for r in rows if r["layer"] == blk]
@@ -184,7 +170,9 @@ def debug_artifact(artifact: str | Path, reference: str | Path, batches: list, t
     path = Path(artifact)
     if not path.is_file():
         raise UsageError(f"{path}: no such artifact")
-    fmt = {".pte": "executorch", ".onnx": "onnx"}.get(path.suffix)
+    from targets import SUFFIX_FORMAT
+
+    fmt = SUFFIX_FORMAT.get(path.suffix)
     if fmt is None:
         raise UsageError(f"{path}: unknown artifact type {path.suffix!r} (expected .pte or .onnx)")
     if fmt == "executorch":
@@ -193,18 +181,16 @@ def debug_artifact(artifact: str | Path, reference: str | Path, batches: list, t
         if not all(p.is_file() for p in twin_paths(path)):
             raise UsageError(f"{path}: no debug twin ({twin_paths(path)[0].name}); export with `toolformer export ... --debug` "
                              "or build with quant.debug_twins = true to write one")
-    from .families import of
-
     model = load_checkpoint(reference)
     ref_logits, ref_acts, order = reference_activations(model, batches)
     twin = None
     if fmt == "onnx":
         logits, acts = onnx_activations(path, batches)
     else:
-        logits, acts, twin = executorch_activations(path, batches, of(model).inputs)
+        logits, acts, twin = executorch_activations(path, batches, family_of(model).inputs)
     if not acts:
         raise UsageError(f"{path}: no layer outputs could be located in the artifact")
-    report = compare(ref_acts, order, acts, batches, of(model))
+    report = compare(ref_acts, order, acts, batches, family_of(model))
     report.update({"artifact": str(path), "format": fmt, "reference": str(reference),
                    "examples": int(sum(len(b["input_ids"]) for b in batches)),
                    "logits": parity.compare(logits, ref_logits), "twin": twin})

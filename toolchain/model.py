@@ -18,9 +18,11 @@ def check_model_type(mtype, where) -> None:
     """One line for a model_type no adapter serves, naming the stage that cannot handle it when known."""
     if mtype in SUPPORTED_MODEL_TYPES:
         return
+    from .errors import FamilyError
+
     known = _refusal(str(mtype))
-    raise UsageError(f"{where}: {known}" if known else
-                     f"{where}: model_type {mtype!r} is not supported (supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
+    raise FamilyError(f"{where}: {known}" if known else
+                      f"{where}: model_type {mtype!r} is not supported (supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
 
 
 def default_model_dir() -> Path:

@@ -26,8 +26,6 @@ def flops_per_sequence(model, seq_len: int) -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ..families import of
-
     dev = next(model.parameters()).device
     ids = torch.ones(1, seq_len, dtype=torch.long, device=dev)
     counter = FlopCounterMode(display=False)
@@ -38,7 +36,10 @@ def flops_per_sequence(model, seq_len: int) -> int:
     model.eval()
     try:
         with torch.no_grad(), counter:
-            extra = {"token_type_ids": torch.zeros_like(ids)} if "token_type_ids" in of(model).inputs else {}
+            from ..families import of as family_of
+
+            # DistilBERT and RoBERTa-style models take no token types (their family adapter says so).
+            extra = {"token_type_ids": torch.zeros_like(ids)} if "token_type_ids" in family_of(model).inputs else {}
             model(input_ids=ids, attention_mask=torch.ones_like(ids), **extra)
     finally:
         model.set_attn_implementation(attn)
@@ -46,12 +47,17 @@ def flops_per_sequence(model, seq_len: int) -> int:
     return int(counter.get_total_flops())
 
 
+def count_params(model) -> int:
+    """Parameters of a PyTorch model (every tensor, frozen or not)."""
+    return int(sum(p.numel() for p in model.parameters()))
+
+
 def describe(model, stage: str, seq_len: int, val_accuracy: float | None, **extra) -> dict:
     """One row of the compression report."""
-    from ..families import of
+    from ..families import of as family_of
     from .prune import count_ffn, count_heads
 
-    params = sum(p.numel() for p in model.parameters())
+    params = count_params(model)
     # Under torch.nn.utils.prune masks the effective weight is an attribute, not a parameter.
     zeros = 0
     for mod in model.modules():
@@ -61,7 +67,7 @@ def describe(model, stage: str, seq_len: int, val_accuracy: float | None, **extr
     raw, comp = state_bytes(model)
     return {
         "stage": stage,
-        "layers": len(of(model).layers(model)),
+        "layers": len(family_of(model).layers(model)),
         "heads": count_heads(model),
         "ffn": count_ffn(model),
         "vocab": int(model.config.vocab_size),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import CompressError
 from . import vocab_tokenizers as vt
 
 
@@ -116,7 +116,7 @@ def prune_embeddings(model, keep_ids: np.ndarray):
 
     if getattr(of(model), "positions_from_padding", False) and pad_old is not None and new.padding_idx != pad_old:
         # Positions count from padding_idx + 1: a moved pad id would shift every position row.
-        raise UsageError(f"--prune-vocab would move the pad token from id {pad_old} to {new.padding_idx}, "
+        raise CompressError(f"--prune-vocab would move the pad token from id {pad_old} to {new.padding_idx}, "
                          "and this family numbers positions from the pad id; keep the ids below it")
     model.set_input_embeddings(new)
     model.config.vocab_size = len(keep_ids)
@@ -132,9 +132,10 @@ def position_rows(model, max_len: int) -> int:
     (RoBERTa, XLM-R) that number positions from padding_idx + 1 and park pad tokens on row padding_idx."""
     from ..families import of
 
-    if getattr(of(model), "positions_from_padding", False):
+    fam = of(model)
+    if getattr(fam, "positions_from_padding", False):
         return int(model.config.pad_token_id) + 1 + int(max_len)
-    return int(max_len)
+    return int(fam.position_offset) + int(max_len)
 
 
 def prune_positions(model, max_len: int):

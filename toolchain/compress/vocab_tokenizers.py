@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 
-from ..errors import UsageError
+from ..errors import CompressError
 
 KINDS = ("WordPiece", "BPE", "Unigram")
 _BYTE_FALLBACK = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
@@ -31,10 +31,10 @@ def kind(tj: dict, path) -> str:
     model = tj.get("model") or {}
     k = model.get("type")
     if k not in KINDS:
-        raise UsageError(f"{path}: --prune-vocab supports WordPiece, BPE and Unigram tokenizers; this one is {k} "
+        raise CompressError(f"{path}: --prune-vocab supports WordPiece, BPE and Unigram tokenizers; this one is {k} "
                          "(no proof that a subset tokenizes kept text the same)")
     if k == "BPE" and model.get("dropout"):
-        raise UsageError(f"{path}: --prune-vocab cannot prune a BPE tokenizer with dropout {model['dropout']}: "
+        raise CompressError(f"{path}: --prune-vocab cannot prune a BPE tokenizer with dropout {model['dropout']}: "
                          "its segmentation is random, so no subset is guaranteed to give the same pieces")
     return k
 
@@ -144,6 +144,6 @@ def check_same_pieces(old_tok, new_tok, texts: list, keep_old_ids: set[int], pat
                 continue
             n += 1
             if a.tokens != b.tokens:
-                raise UsageError(f"{path}: the pruned tokenizer splits {t!r} into {b.tokens} instead of {a.tokens}; "
+                raise CompressError(f"{path}: the pruned tokenizer splits {t!r} into {b.tokens} instead of {a.tokens}; "
                                  "refusing to prune this tokenizer's vocabulary")
     return n

@@ -38,6 +38,16 @@ class Electra(Family):
         project = getattr(model.electra, "embeddings_project", None)  # only when embedding_size != hidden_size
         return project(hidden) if project is not None else hidden
 
+    def block_of(self, module: str) -> str:
+        # The projection belongs to the embeddings block (it runs before the first layer).
+        if module == "electra.embeddings_project" or module.startswith("electra.embeddings_project."):
+            return self.embeddings
+        return super().block_of(module)
+
+    def is_trunk(self, module: str) -> bool:
+        # The residual stream's taps: each LayerNorm output, then the head's dense and its logits (no pooler).
+        return module.endswith("LayerNorm") or module in ("classifier.dense", "classifier.out_proj")
+
     def classify(self, model, hidden):
         # ElectraClassificationHead takes the whole sequence and reads the first token itself.
         return self.get(model, self.classifier)(hidden)

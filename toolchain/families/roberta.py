@@ -11,7 +11,10 @@ class Roberta(Family):
     name = "roberta"
     model_types = ("roberta", "xlm-roberta", "camembert")
     inputs = ("input_ids", "attention_mask")
-    # RobertaEmbeddings: position = cumsum(non-pad) + padding_idx, pad tokens sit at padding_idx.
+    # RobertaEmbeddings: position = cumsum(non-pad) + padding_idx, pad tokens sit at padding_idx, so the
+    # first token reads row padding_idx + 1: 2 for every released RoBERTa/XLM-R/CamemBERT (pad id 1).
+    # Position pruning and --max-seq-len read the real pad id from the config (positions_from_padding).
+    position_offset = 2
     positions_from_padding = True
 
     base = "roberta"
@@ -47,6 +50,10 @@ class Roberta(Family):
         positions = torch.cumsum(real, dim=1) * real + pad
         # Explicit zeros: the embeddings would otherwise gather their type ids from a buffer by position.
         return self.get(model, self.embeddings)(input_ids=ids, token_type_ids=torch.zeros_like(ids), position_ids=positions)
+
+    def is_trunk(self, module: str) -> bool:
+        # The residual stream's taps: each LayerNorm output, then the head's dense and its logits (no pooler).
+        return module.endswith("LayerNorm") or module in ("classifier.dense", "classifier.out_proj")
 
     def classify(self, model, hidden):
         # RobertaClassificationHead takes the whole sequence and reads the first token itself.
