@@ -201,3 +201,10 @@ def save_tokenizer_json(source: str, dest: Path, trust_remote_code: bool = False
     dest.parent.mkdir(parents=True, exist_ok=True)
     backend.save(str(dest))
     return dest
+
+
+def save_tokenizer(source: str, dest: Path, trust_remote_code: bool = False) -> None:
+    """Keep a standard HF tokenizer next to a checkpoint so it loads with from_pretrained alone."""
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code).save_pretrained(dest)
