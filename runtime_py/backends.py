@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._quiet import native_stderr, quiet_loggers
 from .tokenize import INPUT_NAMES
 
 
@@ -49,34 +50,50 @@ class ExecuTorchBackend:
 
     def __init__(self, path: str | Path, threads: int | None = None, input_names=None):
         import torch
-        from executorch.runtime import Runtime
 
-        if not ExecuTorchBackend._kernels_loaded:
-            # Quantized embedding kernels must be registered before an int8 program is loaded.
-            try:
-                import executorch.kernels.quantized  # noqa: F401
-            except Exception:
-                pass
-            ExecuTorchBackend._kernels_loaded = True
+        quiet_loggers()
+        with native_stderr():
+            from executorch.runtime import Runtime
+
+            if not ExecuTorchBackend._kernels_loaded:
+                # Quantized embedding kernels must be registered before an int8 program is loaded.
+                try:
+                    import executorch.kernels.quantized  # noqa: F401
+                except Exception:
+                    pass
+                ExecuTorchBackend._kernels_loaded = True
         if threads:
             torch.set_num_threads(int(threads))
         self._torch = torch
         self._lock = threading.Lock()
-        try:
-            program = Runtime.get().load_program(Path(path))
-            self.method = program.load_method("forward")
-        except Exception as e:
-            raise RuntimeError(f"{path}: ExecuTorch cannot load it ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        failure = None
+        # The first method load probes the CPU from C++ and prints to fd 2; keep that out of the user's output.
+        with native_stderr() as native:
+            try:
+                program = Runtime.get().load_program(Path(path))
+                self.method = program.load_method("forward")
+            except Exception as e:
+                failure = str(e).splitlines()[0] if str(e) else type(e).__name__
+                native.replay = False  # one line below says it, with ExecuTorch's own last message
+        if failure is not None:
+            why = native.last_message()
+            raise RuntimeError(f"{path}: ExecuTorch cannot load it ({failure}{'; ' + why if why else ''})")
         # A .pte's inputs are positional: the bundle manifest says which arrays, in which order
         # (without it: the ones a caller passes, in the canonical order).
         self.input_names = list(input_names) if input_names else None
+        self._first_run = True
 
     def run(self, arrays: dict) -> np.ndarray:
         torch = self._torch
         names = self.input_names or [n for n in INPUT_NAMES if n in arrays]
         inputs = [torch.from_numpy(np.ascontiguousarray(arrays[n], dtype=np.int64)) for n in names]
         with self._lock:
-            out = self.method.execute(inputs)
+            if self._first_run:  # the first call may start the thread pool (more native probing)
+                with native_stderr():
+                    out = self.method.execute(inputs)
+                self._first_run = False
+            else:
+                out = self.method.execute(inputs)
         return out[0].detach().numpy().astype(np.float32, copy=True)
 
 
@@ -84,7 +101,7 @@ BACKENDS = {"onnx": OnnxBackend, "executorch": ExecuTorchBackend}
 
 
 def open_backend(path: str | Path, fmt: str, threads: int | None = None, input_names=None):
-    """Open an artifact file with the runner for its format (`input_names`: the manifest's inputs, in order)."""
+    """Open an artifact file with the runner for its format."""
     try:
         cls = BACKENDS[fmt]
     except KeyError:

@@ -84,7 +84,7 @@ def quantize_program(model, cfg: ExecuTorchInt8Config, calibration: list | None)
     # A private copy: the source model keeps its fp32 tables, attention implementation and padding_idx.
     wrapper = EdgeClassifier(copy.deepcopy(model).cpu().eval()).eval()
     tables = _int8_embeddings_(wrapper) if cfg.int8_embeddings else 0
-    names = wrapper.input_names
+    names = wrapper.input_names  # the family's inputs: no token_type_ids for DistilBERT/RoBERTa/XLM-R
     args = example_inputs(2, min(16, cfg.max_seq_len), model.config.vocab_size, names)
     shapes = dynamic_shapes(cfg.max_batch, cfg.max_seq_len, names)
     with torch.no_grad():
@@ -94,7 +94,10 @@ def quantize_program(model, cfg: ExecuTorchInt8Config, calibration: list | None)
         prepared = prepare_pt2e(ep.module(), quantizer)
         # Weight observers need one pass in either mode; static mode also learns activation ranges here.
         batches = [_to_tensors(a, names) for a in calibration] if calibration else [args]
-        for batch in (batches if cfg.mode == "static" else batches[:1]):
+        from tqdm.auto import tqdm  # drawn on a terminal only
+
+        for batch in tqdm(batches if cfg.mode == "static" else batches[:1], desc="calibrate executorch int8",
+                          unit="batch", leave=False, disable=None if cfg.mode == "static" else True):
             prepared(*batch)
         converted = convert_pt2e(prepared)
         qep = torch.export.export(converted, args, dynamic_shapes=shapes, strict=False)

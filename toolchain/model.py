@@ -99,10 +99,9 @@ def _may_be_new(config) -> tuple[tuple, tuple]:
 
 
 def _quiet_transformers():
-    from transformers.utils import logging as hf_logging
+    from .quiet import quiet_transformers
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    quiet_transformers()
 
 
 def load_classifier(source: str, labels: list[str], trust_remote_code: bool = False, require_head: bool = False):
