@@ -8,6 +8,9 @@ from .base import Family
 class DistilBert(Family):
     name = "distilbert"
     model_types = ("distilbert",)
+    # Our exported wrapper's graph has BERT's op pattern (LayerNorm, MatMul attention, GELU): the same fusions
+    # apply (the pre-refactor builds of every family used them and passed parity).
+    ort_model_type = "bert"
     inputs = ("input_ids", "attention_mask")
     position_offset = 0
 

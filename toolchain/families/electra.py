@@ -9,6 +9,9 @@ from .base import Family
 class Electra(Family):
     name = "electra"
     model_types = ("electra",)
+    # Our exported wrapper's graph has BERT's op pattern (LayerNorm, MatMul attention, GELU): the same fusions
+    # apply (the pre-refactor builds of every family used them and passed parity).
+    ort_model_type = "bert"
     inputs = ("input_ids", "attention_mask", "token_type_ids")
     position_offset = 0
 

@@ -10,6 +10,9 @@ from .base import Family
 class Roberta(Family):
     name = "roberta"
     model_types = ("roberta", "xlm-roberta", "camembert")
+    # Our exported wrapper's graph has BERT's op pattern (LayerNorm, MatMul attention, GELU): the same fusions
+    # apply (the pre-refactor builds of every family used them and passed parity).
+    ort_model_type = "bert"
     inputs = ("input_ids", "attention_mask")
     # RobertaEmbeddings: position = cumsum(non-pad) + padding_idx, pad tokens sit at padding_idx, so the
     # first token reads row padding_idx + 1: 2 for every released RoBERTa/XLM-R/CamemBERT (pad id 1).
