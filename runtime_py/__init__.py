@@ -12,7 +12,7 @@ import numpy as np
 
 from .backends import open_backend
 from .bundle import BundleError, artifact_key, find_artifact, read_manifest, verify_checksums
-from .tokenize import TextEncoder
+from .tokenize import TextEncoder, manifest_input_names
 
 __all__ = ["load", "Model", "BundleError", "TextEncoder"]
 
@@ -33,8 +33,11 @@ class Model:
         self.labels = list(manifest["labels"])
         self.max_seq_len = int(manifest["max_seq_len"])
         tok = manifest["tokenizer"]
-        self.encoder = TextEncoder(bundle / tok["file"], self.max_seq_len, pad_token=tok.get("pad_token", "[PAD]"))
-        self.backend = open_backend(bundle / artifact["file"], artifact["format"], threads=threads)
+        self.input_names = manifest_input_names(manifest)
+        self.encoder = TextEncoder(bundle / tok["file"], self.max_seq_len, pad_token=tok.get("pad_token"),
+                                   input_names=self.input_names)
+        self.backend = open_backend(bundle / artifact["file"], artifact["format"], threads=threads,
+                                    input_names=self.input_names)
 
     @property
     def name(self) -> str:
@@ -45,7 +48,7 @@ class Model:
         return self.encoder.encode(texts)
 
     def run(self, arrays: dict) -> np.ndarray:
-        """Raw logits for pre-tokenized int64 arrays `input_ids`, `attention_mask`, `token_type_ids`."""
+        """Raw logits for pre-tokenized int64 arrays named as the manifest's inputs (`self.input_names`)."""
         return self.backend.run(arrays)
 
     def logits(self, texts, batch_size: int = 32) -> np.ndarray:

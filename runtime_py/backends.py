@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ._quiet import native_stderr, quiet_loggers
+from .tokenize import INPUT_NAMES
 
 
 class OnnxBackend:
@@ -18,7 +19,7 @@ class OnnxBackend:
 
     format = "onnx"
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, input_names=None):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -47,7 +48,7 @@ class ExecuTorchBackend:
     format = "executorch"
     _kernels_loaded = False
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, input_names=None):
         import torch
 
         quiet_loggers()
@@ -77,12 +78,15 @@ class ExecuTorchBackend:
         if failure is not None:
             why = native.last_message()
             raise RuntimeError(f"{path}: ExecuTorch cannot load it ({failure}{'; ' + why if why else ''})")
-        self.input_names = ["input_ids", "attention_mask", "token_type_ids"]
+        # A .pte's inputs are positional: the bundle manifest says which arrays, in which order
+        # (without it: the ones a caller passes, in the canonical order).
+        self.input_names = list(input_names) if input_names else None
         self._first_run = True
 
     def run(self, arrays: dict) -> np.ndarray:
         torch = self._torch
-        inputs = [torch.from_numpy(np.ascontiguousarray(arrays[n], dtype=np.int64)) for n in self.input_names]
+        names = self.input_names or [n for n in INPUT_NAMES if n in arrays]
+        inputs = [torch.from_numpy(np.ascontiguousarray(arrays[n], dtype=np.int64)) for n in names]
         with self._lock:
             if self._first_run:  # the first call may start the thread pool (more native probing)
                 with native_stderr():
@@ -96,10 +100,10 @@ class ExecuTorchBackend:
 BACKENDS = {"onnx": OnnxBackend, "executorch": ExecuTorchBackend}
 
 
-def open_backend(path: str | Path, fmt: str, threads: int | None = None):
+def open_backend(path: str | Path, fmt: str, threads: int | None = None, input_names=None):
     """Open an artifact file with the runner for its format."""
     try:
         cls = BACKENDS[fmt]
     except KeyError:
         raise ValueError(f"unknown artifact format {fmt!r}; known: {', '.join(BACKENDS)}") from None
-    return cls(path, threads=threads)
+    return cls(path, threads=threads, input_names=input_names)

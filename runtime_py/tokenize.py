@@ -9,7 +9,25 @@ import numpy as np
 
 Text = Union[str, tuple, list]
 
+# Every input an encoder family may take; a bundle's manifest lists the ones its model takes
+# (DistilBERT, RoBERTa and XLM-R take no token_type_ids).
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def manifest_input_names(manifest: dict) -> tuple:
+    """The input names a bundle's artifacts take, in order (bundles before the field existed took all three)."""
+    spec = manifest.get("inputs")
+    names = tuple(i["name"] for i in spec) if spec else INPUT_NAMES
+    unknown = [n for n in names if n not in INPUT_NAMES]
+    if unknown:
+        raise ValueError(f"manifest lists inputs {unknown} that the runtime cannot produce (known: {', '.join(INPUT_NAMES)})")
+    return names
+
+
+def file_pad_token(tokenizer) -> str | None:
+    """The pad token a tokenizer.json records in its padding settings (Toolformer writes it there)."""
+    pad = tokenizer.padding
+    return pad.get("pad_token") if pad else None
 
 
 class TextEncoder:
@@ -19,11 +37,19 @@ class TextEncoder:
     app team feeds to an artifact are the ids the model was trained and checked on.
     """
 
-    def __init__(self, tokenizer_file: str | Path, max_seq_len: int, pad_token: str = "[PAD]"):
+    def __init__(self, tokenizer_file: str | Path, max_seq_len: int, pad_token: str | None = None,
+                 input_names: Sequence[str] = INPUT_NAMES):
         from tokenizers import Tokenizer
 
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self.max_seq_len = int(max_seq_len)
+        # [PAD] for BERT-style vocabularies, <pad> for RoBERTa/XLM-R: the file says which.
+        pad_token = pad_token or file_pad_token(self.tokenizer) or "[PAD]"
+        self.pad_token = pad_token
+        self.input_names = tuple(input_names)
+        bad = [n for n in self.input_names if n not in INPUT_NAMES]
+        if bad:
+            raise ValueError(f"unknown input names {bad} (known: {', '.join(INPUT_NAMES)})")
         pad_id = self.tokenizer.token_to_id(pad_token)
         if pad_id is None:
             raise ValueError(f"{tokenizer_file}: tokenizer has no pad token {pad_token!r}")
@@ -50,7 +76,7 @@ class TextEncoder:
         return out
 
     def encode(self, texts: Sequence[Text], pad_to: int | None = None) -> dict:
-        """Tokenize a batch into int64 arrays named as the artifacts' inputs."""
+        """Tokenize a batch into int64 arrays named as the artifacts' inputs (only the ones the model takes)."""
         texts = self._normalise(texts)
         if not texts:
             raise ValueError("no texts to encode")
@@ -62,11 +88,8 @@ class TextEncoder:
             finally:
                 if pad_to is not None:
                     self.tokenizer.enable_padding(pad_id=self.pad_id)
-        return {
-            "input_ids": np.asarray([e.ids for e in encs], dtype=np.int64),
-            "attention_mask": np.asarray([e.attention_mask for e in encs], dtype=np.int64),
-            "token_type_ids": np.asarray([e.type_ids for e in encs], dtype=np.int64),
-        }
+        fields = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+        return {n: np.asarray([getattr(e, fields[n]) for e in encs], dtype=np.int64) for n in self.input_names}
 
     def count_truncated(self, texts: Sequence[Text]) -> int:
         """How many texts are longer than max_seq_len tokens (and so get cut)."""

@@ -9,7 +9,7 @@ import numpy as np
 from . import parity
 from .backends import open_backend
 from .bundle import BundleError, artifact_key, read_manifest, verify_checksums
-from .tokenize import TextEncoder
+from .tokenize import TextEncoder, manifest_input_names
 
 
 def _golden_texts(golden: dict) -> list:
@@ -44,11 +44,17 @@ def verify_bundle(bundle: str | Path, only: list[str] | None = None, threads: in
     labels = list(manifest["labels"])
     problems: list[str] = []
     tok = manifest["tokenizer"]
-    encoder = TextEncoder(bundle / tok["file"], manifest["max_seq_len"], pad_token=tok.get("pad_token", "[PAD]"))
+    try:  # the arrays the bundle's model takes (no token_type_ids for DistilBERT/RoBERTa/XLM-R)
+        names = manifest_input_names(manifest)
+    except ValueError as e:
+        raise BundleError(f"{bundle}: {e}") from None
+    encoder = TextEncoder(bundle / tok["file"], manifest["max_seq_len"], pad_token=tok.get("pad_token"), input_names=names)
     texts = _golden_texts(golden)
     arrays = encoder.encode(texts)
-    for name in ("input_ids", "attention_mask", "token_type_ids"):
-        expected = np.asarray(golden["inputs"][name], dtype=np.int64)
+    if sorted(golden.get("inputs", {})) != sorted(names):
+        problems.append(f"golden: inputs {sorted(golden.get('inputs', {}))} differ from the manifest's {list(names)}")
+    for name in names:
+        expected = np.asarray(golden["inputs"].get(name, []), dtype=np.int64)
         if expected.shape != arrays[name].shape or not np.array_equal(expected, arrays[name]):
             problems.append(f"tokenizer: {name} of the golden texts differ from those recorded at build time")
     original = np.asarray(golden["original_logits"], dtype=np.float32)
@@ -56,12 +62,12 @@ def verify_bundle(bundle: str | Path, only: list[str] | None = None, threads: in
         problems.append("labels: the manifest's label order does not match the golden predictions")
     problems += _consistency(bundle, manifest, golden, labels, original)
 
-    golden_inputs = {k: np.asarray(golden["inputs"][k], dtype=np.int64) for k in arrays}
+    golden_inputs = {k: np.asarray(golden["inputs"].get(k, []), dtype=np.int64) for k in arrays}
     results = []
     for art in manifest["artifacts"]:
         if only and artifact_key(art) not in only and art["file"] not in only:
             continue
-        row = _check_artifact(bundle, art, golden, golden_inputs, len(texts), labels, original, threads)
+        row = _check_artifact(bundle, art, golden, golden_inputs, len(texts), labels, original, threads, names)
         if "passed" not in row:  # it ran: the bundle's own problems fail every artifact too
             row["reasons"] += problems
             row["passed"] = not row["reasons"]
@@ -73,13 +79,13 @@ def verify_bundle(bundle: str | Path, only: list[str] | None = None, threads: in
 
 
 def _check_artifact(bundle: Path, art: dict, golden: dict, inputs: dict, n: int, labels: list, original: np.ndarray,
-                    threads) -> dict:
+                    threads, input_names=None) -> dict:
     """One artifact on the golden inputs: vs its reference, vs the original, vs its build-time outputs
     (a row with "passed" already set when the artifact cannot even run)."""
     original_pred = golden["original_predictions"]
     row = {"artifact": artifact_key(art), "file": art["file"], "reasons": []}
     try:
-        backend = open_backend(bundle / art["file"], art["format"], threads=threads)
+        backend = open_backend(bundle / art["file"], art["format"], threads=threads, input_names=input_names)
         logits = backend.run(inputs)
     except Exception as e:  # a corrupt artifact must fail its row, not the whole report
         row["reasons"].append(f"cannot run: {str(e).splitlines()[0] if str(e) else type(e).__name__}")

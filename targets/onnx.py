@@ -27,14 +27,15 @@ def export(model, path: str | Path, cfg: OnnxConfig, metadata: dict | None = Non
     if cfg.precision not in ("fp32", "fp16"):
         raise ExportError(f"ONNX precision {cfg.precision!r} is not available in this build (fp32, fp16)")
     wrapper = EdgeClassifier(model).eval()
-    args = example_inputs(2, min(16, cfg.max_seq_len), model.config.vocab_size)
+    names = wrapper.input_names  # the family's inputs: no token_type_ids for DistilBERT/RoBERTa/XLM-R
+    args = example_inputs(2, min(16, cfg.max_seq_len), model.config.vocab_size, names)
     path = Path(path)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         prog = torch.onnx.export(
             wrapper, args, dynamo=True, opset_version=cfg.opset,
-            input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["logits"],
-            dynamic_shapes=dynamic_shapes(cfg.max_batch, cfg.max_seq_len), verbose=False,
+            input_names=list(names), output_names=["logits"],
+            dynamic_shapes=dynamic_shapes(cfg.max_batch, cfg.max_seq_len, names), verbose=False,
         )
         prog.optimize()
         prog.save(str(path), external_data=False)

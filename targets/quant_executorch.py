@@ -48,12 +48,11 @@ class ExecuTorchInt8Config:
             raise ExportError(f"ExecuTorchInt8Config is for int8, got precision {self.precision!r}")
 
 
-def _to_tensors(arrays: dict):
+def _to_tensors(arrays: dict, names=("input_ids", "attention_mask", "token_type_ids")):
     import numpy as np
     import torch
 
-    return tuple(torch.from_numpy(np.ascontiguousarray(arrays[k], dtype=np.int64))
-                 for k in ("input_ids", "attention_mask", "token_type_ids"))
+    return tuple(torch.from_numpy(np.ascontiguousarray(arrays[k], dtype=np.int64)) for k in names)
 
 
 def _int8_embeddings_(wrapper) -> int:
@@ -85,15 +84,16 @@ def quantize_program(model, cfg: ExecuTorchInt8Config, calibration: list | None)
     # A private copy: the source model keeps its fp32 tables, attention implementation and padding_idx.
     wrapper = EdgeClassifier(copy.deepcopy(model).cpu().eval()).eval()
     tables = _int8_embeddings_(wrapper) if cfg.int8_embeddings else 0
-    args = example_inputs(2, min(16, cfg.max_seq_len), model.config.vocab_size)
-    shapes = dynamic_shapes(cfg.max_batch, cfg.max_seq_len)
+    names = wrapper.input_names  # the family's inputs: no token_type_ids for DistilBERT/RoBERTa/XLM-R
+    args = example_inputs(2, min(16, cfg.max_seq_len), model.config.vocab_size, names)
+    shapes = dynamic_shapes(cfg.max_batch, cfg.max_seq_len, names)
     with torch.no_grad():
         ep = torch.export.export(wrapper, args, dynamic_shapes=shapes, strict=False)
         qconfig = get_symmetric_quantization_config(is_per_channel=cfg.per_channel, is_dynamic=cfg.mode == "dynamic")
         quantizer = XNNPACKQuantizer().set_operator_type(torch.ops.aten.linear.default, qconfig)
         prepared = prepare_pt2e(ep.module(), quantizer)
         # Weight observers need one pass in either mode; static mode also learns activation ranges here.
-        batches = [_to_tensors(a) for a in calibration] if calibration else [args]
+        batches = [_to_tensors(a, names) for a in calibration] if calibration else [args]
         from tqdm.auto import tqdm  # drawn on a terminal only
 
         for batch in tqdm(batches if cfg.mode == "static" else batches[:1], desc="calibrate executorch int8",

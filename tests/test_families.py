@@ -17,7 +17,7 @@ from helpers import ROOT
 # The stages that reach model parts through the adapter; each has a test below.
 STAGES = ("truncate", "prune", "vocab", "positions", "sparsity", "distill", "export", "debug")
 # family → the stages tested for it (explicit, so a family is never silently untested).
-FAMILY_STAGES = {"bert": set(STAGES)}
+FAMILY_STAGES = {name: set(STAGES) for name in ("bert", "distilbert", "roberta", "electra")}
 
 
 def _tiny_bert():
@@ -29,7 +29,37 @@ def _tiny_bert():
     return BertForSequenceClassification(cfg).eval()
 
 
-BUILDERS = {"bert": _tiny_bert}
+def _tiny_distilbert():
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = DistilBertConfig(vocab_size=60, dim=32, n_layers=3, n_heads=4, hidden_dim=48, max_position_embeddings=40,
+                           num_labels=3)
+    return DistilBertForSequenceClassification(cfg).eval()
+
+
+def _tiny_roberta(cls_name="Roberta"):
+    import transformers
+
+    torch.manual_seed(0)
+    # Positions count from padding_idx + 1 (pad id 1, as in every released RoBERTa/XLM-R): 40 + 2 rows.
+    cfg = getattr(transformers, f"{cls_name}Config")(vocab_size=60, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                                                   intermediate_size=48, max_position_embeddings=42, pad_token_id=1,
+                                                   type_vocab_size=1, num_labels=3)
+    return getattr(transformers, f"{cls_name}ForSequenceClassification")(cfg).eval()
+
+
+def _tiny_electra():
+    from transformers import ElectraConfig, ElectraForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = ElectraConfig(vocab_size=60, embedding_size=16, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                        intermediate_size=48, max_position_embeddings=40, num_labels=3)
+    return ElectraForSequenceClassification(cfg).eval()
+
+
+# roberta's adapter also serves xlm-roberta and camembert (the same layout under `roberta.`).
+BUILDERS = {"bert": _tiny_bert, "distilbert": _tiny_distilbert, "roberta": _tiny_roberta, "electra": _tiny_electra}
 
 
 def _inputs(model, seq=12, batch=3):
@@ -175,11 +205,13 @@ def test_distill(family):
 @_tested("export")
 def test_export_wrapper(family):
     from targets.wrapper import EdgeClassifier
+    from toolchain.families import of as families_of
 
     model = BUILDERS[family]()
     inputs = _inputs(model)
     wrapper = EdgeClassifier(model)
-    args = [inputs.get(k, torch.zeros_like(inputs["input_ids"])) for k in ("input_ids", "attention_mask", "token_type_ids")]
+    assert wrapper.input_names == families_of(model).inputs
+    args = [inputs[k] for k in wrapper.input_names]  # only what the family takes
     with torch.no_grad():
         got = wrapper(*args)
     assert torch.allclose(got, _logits(model, inputs), atol=1e-5)
@@ -194,7 +226,9 @@ def test_debug_taps(family):
     names = [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.LayerNorm))]
     blocks = {fam.block_of(n) for n in names}
     layers = {f"{fam.layer_list}.{i}" for i in range(len(fam.layers(model)))}
+    head = set(getattr(fam, "head_modules", (fam.classifier,)))  # DistilBERT: pre_classifier + classifier
     assert layers <= blocks and fam.embeddings in blocks and fam.classifier in blocks
-    assert blocks <= layers | {fam.embeddings, fam.pooler, fam.classifier}
+    assert blocks <= layers | {fam.embeddings, fam.pooler} | head
     trunk = [n for n in names if fam.is_trunk(n)]
-    assert fam.classifier in trunk and sum(n.endswith("LayerNorm") for n in trunk) == 1 + 2 * len(layers)
+    # The logits (the last Linear) and every residual-stream norm: the embeddings' and two per layer.
+    assert names[-1] in trunk and sum(n.lower().endswith(("layernorm", "layer_norm")) for n in trunk) == 1 + 2 * len(layers)

@@ -48,7 +48,8 @@ class Plan:
     texts: list
     max_seq_len: int
     max_batch: int | None
-    pad_token: str = "[PAD]"
+    pad_token: str | None = None  # None: the one tokenizer.json records
+    input_names: tuple = ("input_ids", "attention_mask", "token_type_ids")  # the manifest's inputs
 
 
 def checkpoint_bytes(ckpt: Path) -> int:
@@ -173,15 +174,20 @@ def plan(target: str | Path, *, only: list | None = None, original: str | None =
         subjects = picked
     if not subjects:
         raise UsageError(f"{target}: nothing to benchmark")
-    pad = manifest["tokenizer"].get("pad_token", "[PAD]") if manifest else "[PAD]"
-    return Plan(subjects, tok_file, [list(t) if isinstance(t, (list, tuple)) else t for t in texts], max_seq, max_batch, pad)
+    from runtime_py.tokenize import INPUT_NAMES, manifest_input_names
+
+    pad = manifest["tokenizer"].get("pad_token") if manifest else None
+    names = manifest_input_names(manifest) if manifest else INPUT_NAMES
+    return Plan(subjects, tok_file, [list(t) if isinstance(t, (list, tuple)) else t for t in texts], max_seq, max_batch, pad,
+                names)
 
 
 def _flat(t) -> str:
     return " ".join(t) if isinstance(t, (list, tuple)) else t
 
 
-def real_inputs(tokenizer_file, texts: list, batch: int, seq_len: int, pad_token: str = "[PAD]") -> dict:
+def real_inputs(tokenizer_file, texts: list, batch: int, seq_len: int, pad_token: str | None = None,
+                input_names=("input_ids", "attention_mask", "token_type_ids")) -> dict:
     """A batch of exactly `seq_len` tokens per row, cut from real text (texts run on into each other).
 
     Row i starts at text i and appends the following texts until it holds more words than
@@ -189,7 +195,7 @@ def real_inputs(tokenizer_file, texts: list, batch: int, seq_len: int, pad_token
     """
     from runtime_py.tokenize import TextEncoder
 
-    enc = TextEncoder(tokenizer_file, seq_len, pad_token=pad_token)
+    enc = TextEncoder(tokenizer_file, seq_len, pad_token=pad_token, input_names=input_names)
     pair = isinstance(texts[0], (list, tuple))
     flat = [_flat(t) for t in texts if _flat(t).split()]
     if not flat:
@@ -357,7 +363,7 @@ def bench(pl: Plan, batches: list, seq_lens: list, threads: int, warmup: int = 5
     """Rows (see ROW_FIELDS) for every subject × batch × sequence length."""
     from tqdm import tqdm
 
-    shapes = [(b, s, real_inputs(pl.tokenizer_file, pl.texts, b, s, pl.pad_token)) for b in batches for s in seq_lens]
+    shapes = [(b, s, real_inputs(pl.tokenizer_file, pl.texts, b, s, pl.pad_token, pl.input_names)) for b in batches for s in seq_lens]
     rows = []
     with tqdm(total=len(pl.subjects) * len(shapes), desc="bench", unit="shape", disable=not progress,
               dynamic_ncols=True) as bar:
@@ -426,8 +432,12 @@ def build_latency(original, exported: list, tokenizer_file, artifact_tokenizer_f
     """
     from runtime_py.backends import open_backend
 
-    orig_in = real_inputs(tokenizer_file, texts, 1, seq_len)
-    art_in = orig_in if str(artifact_tokenizer_file) == str(tokenizer_file) else real_inputs(artifact_tokenizer_file, texts, 1, seq_len)
+    from .families import of
+
+    names = of(original).inputs
+    orig_in = real_inputs(tokenizer_file, texts, 1, seq_len, input_names=names)
+    art_in = orig_in if str(artifact_tokenizer_file) == str(tokenizer_file) else real_inputs(artifact_tokenizer_file, texts, 1, seq_len,
+                                                                                            input_names=names)
     size = sum(t.numel() * t.element_size() for t in list(original.parameters()) + list(original.buffers()))
     subjects = [(Subject("original", "pytorch", "fp32", "original/", int(size)), torch_runner(original.eval()), orig_in)]
     keys = [f"{a['format']}-{a['precision']}" for a in exported]

@@ -44,6 +44,7 @@ def reference_activations(model, batches: list) -> tuple[np.ndarray, dict, list]
     from targets.wrapper import EdgeClassifier
 
     wrapper = EdgeClassifier(model).eval()
+    names = family_of(model).inputs  # DistilBERT/RoBERTa/XLM-R take no token_type_ids
     acts, order = {}, []
 
     def hook(name):
@@ -61,7 +62,7 @@ def reference_activations(model, batches: list) -> tuple[np.ndarray, dict, list]
     try:
         with torch.no_grad():
             for b in batches:
-                logits.append(wrapper(*(torch.from_numpy(np.asarray(b[k], dtype=np.int64)) for k in INPUTS)).numpy())
+                logits.append(wrapper(*(torch.from_numpy(np.asarray(b[k], dtype=np.int64)) for k in names)).numpy())
     finally:
         for h in handles:
             h.remove()
@@ -91,14 +92,14 @@ def onnx_activations(path: Path, batches: list) -> tuple[np.ndarray, dict]:
     names = [o.name for o in sess.get_outputs()]
     logits, acts = [], {}
     for b in batches:
-        outs = dict(zip(names, sess.run(None, {k: np.asarray(b[k], dtype=np.int64) for k in INPUTS})))
+        outs = dict(zip(names, sess.run(None, {i.name: np.asarray(b[i.name], dtype=np.int64) for i in sess.get_inputs()})))
         logits.append(outs[names[0]])
         for mod, tensor in modules.items():
             acts.setdefault(mod, []).append(np.asarray(outs[tensor], dtype=np.float32))
     return np.concatenate(logits), acts
 
 
-def executorch_activations(path: Path, batches: list) -> tuple[np.ndarray, dict, dict]:
+def executorch_activations(path: Path, batches: list, names=INPUTS) -> tuple[np.ndarray, dict, dict]:
     """Logits and {module: [per-batch outputs]} from the artifact's debug twin, plus twin-vs-artifact facts."""
     import torch
 
@@ -107,11 +108,11 @@ def executorch_activations(path: Path, batches: list) -> tuple[np.ndarray, dict,
 
     twin, meta_file = twin_paths(path)
     meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    artifact = ExecuTorchBackend(path)
-    tapped = ExecuTorchBackend(twin)
+    artifact = ExecuTorchBackend(path, input_names=names)
+    tapped = ExecuTorchBackend(twin, input_names=names)
     logits, art_logits, acts = [], [], {}
     for b in batches:
-        outs = tapped.method.execute([torch.from_numpy(np.ascontiguousarray(b[k], dtype=np.int64)) for k in INPUTS])
+        outs = tapped.method.execute([torch.from_numpy(np.ascontiguousarray(b[k], dtype=np.int64)) for k in names])
         logits.append(outs[0].detach().numpy().copy())
         art_logits.append(artifact.run(b))
         for tap in meta["taps"]:
@@ -186,7 +187,7 @@ def debug_artifact(artifact: str | Path, reference: str | Path, batches: list, t
     if fmt == "onnx":
         logits, acts = onnx_activations(path, batches)
     else:
-        logits, acts, twin = executorch_activations(path, batches)
+        logits, acts, twin = executorch_activations(path, batches, family_of(model).inputs)
     if not acts:
         raise UsageError(f"{path}: no layer outputs could be located in the artifact")
     report = compare(ref_acts, order, acts, batches, family_of(model))
@@ -236,7 +237,7 @@ def golden_batches(artifact: str | Path, batch_size: int = 8) -> list | None:
     if not golden.is_file():
         return None
     inputs = json.loads(golden.read_text(encoding="utf-8"))["inputs"]
-    arrays = {k: np.asarray(inputs[k], dtype=np.int64) for k in INPUTS}
+    arrays = {k: np.asarray(inputs[k], dtype=np.int64) for k in INPUTS if k in inputs}
     n = len(arrays["input_ids"])
     return [{k: v[i:i + batch_size] for k, v in arrays.items()} for i in range(0, n, batch_size)]
 

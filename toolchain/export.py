@@ -71,7 +71,10 @@ def export_checkpoint(checkpoint: str | Path, target: str, precision: str, out: 
         except ExportError as e:  # the same error, saying which export it was (toolchain/cli.py maps it)
             raise type(e)(f"export {target} {precision}: {e}") from None
         p = r.parity
-        sets = parity_mod.parity_batches(data.validation, tok, max_len, p.seq_lens, p.batch_size, p.num_examples)
+        from .families import of
+
+        sets = parity_mod.parity_batches(data.validation, tok, max_len, p.seq_lens, p.batch_size, p.num_examples,
+                                         input_names=of(model).inputs)
         src = parity_mod.reference_outputs(model, sets)
         gate = parity_mod.gate_for(precision, p)
         res = parity_mod.check_artifact(open_backend(staged, target), sets, src, src, gate)

@@ -13,12 +13,12 @@ CALIBRATION_BATCH = 16
 
 
 def calibration_batches(split: Split, tokenizer_file, max_seq_len: int, n: int, seed: int,
-                        batch_size: int = CALIBRATION_BATCH) -> list[dict]:
+                        batch_size: int = CALIBRATION_BATCH, input_names=None) -> list[dict]:
     """Token-array batches of `n` seeded rows of `split` (the training split)."""
-    from runtime_py.tokenize import TextEncoder
+    from runtime_py.tokenize import INPUT_NAMES, TextEncoder
 
     rows = split.subset(n, seed)
-    enc = TextEncoder(tokenizer_file, max_seq_len)
+    enc = TextEncoder(tokenizer_file, max_seq_len, input_names=input_names or INPUT_NAMES)
     return [enc.encode(rows.texts[i:i + batch_size]) for i in range(0, len(rows), batch_size)]
 
 
@@ -53,7 +53,10 @@ def export_int8(target: str, model, path, r, metadata: dict, train_split: Split,
 
     cfg = target_config(target, r, debug_twin)
     n = r.quant.calibration_samples if needs_calibration(target, r) else CALIBRATION_BATCH
-    calib = calibration_batches(train_split, tokenizer_file, r.train.max_seq_len, n, r.train.seed)
+    from .families import of
+
+    calib = calibration_batches(train_split, tokenizer_file, r.train.max_seq_len, n, r.train.seed,
+                                input_names=of(model).inputs)
     facts = targets.get(target, "int8").export(model, path, cfg, metadata, calibration=calib)
     if needs_calibration(target, r):
         facts["calibration_source"] = f"{sum(len(b['input_ids']) for b in calib)} rows of {train_split.source or 'the training split'} (seed {r.train.seed})"

@@ -7,8 +7,22 @@ from pathlib import Path
 
 from .errors import UsageError
 
-from . import families
-from .errors import FamilyError
+# Architectures with a family adapter (toolchain/families): every stage reaches their parts through it.
+from .families import supported as _supported
+from .families.support import refusal as _refusal
+
+SUPPORTED_MODEL_TYPES = _supported()
+
+
+def check_model_type(mtype, where) -> None:
+    """One line for a model_type no adapter serves, naming the stage that cannot handle it when known."""
+    if mtype in SUPPORTED_MODEL_TYPES:
+        return
+    from .errors import FamilyError
+
+    known = _refusal(str(mtype))
+    raise FamilyError(f"{where}: {known}" if known else
+                      f"{where}: model_type {mtype!r} is not supported (supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
 
 
 def default_model_dir() -> Path:
@@ -34,14 +48,6 @@ def resolve(path: str, trust_remote_code: bool = False) -> str:
     raise UsageError(f"{p}: no such model directory")
 
 
-def _family(where, model_type):
-    """The family adapter for a model's type; FamilyError (naming the supported ones) when it has none."""
-    try:
-        return families.get(model_type)
-    except FamilyError as e:
-        raise FamilyError(f"{where}: {e}") from None
-
-
 def check_dir(p: Path, trust_remote_code: bool = False) -> dict:
     """A usable HF directory: config.json of a supported type, safetensors weights (no pickles), no code unless trusted."""
     cfg_file = p / "config.json"
@@ -61,7 +67,7 @@ def check_dir(p: Path, trust_remote_code: bool = False) -> dict:
             if isinstance(meta, dict) and meta.get("auto_map"):
                 raise UsageError(f"{f}: auto_map {meta['auto_map']} asks to run code shipped with the model; "
                                  "Toolformer never does unless you pass --trust-remote-code")
-    _family(p, cfg.get("model_type"))
+    check_model_type(cfg.get("model_type"), p)
     has_st = (p / "model.safetensors").is_file() or (p / "model.safetensors.index.json").is_file()
     if not has_st:
         pickles = [f.name for f in p.glob("*.bin")] + [f.name for f in p.glob("*.pt")] + [f.name for f in p.glob("*.pth")]
@@ -83,7 +89,13 @@ def _read_json(path: Path):
 
 # Parameters a checkpoint may lack or hold in another shape: the task head is new (or has another
 # label count) and a pooler-less encoder gets a fresh pooler. Anything else must load as saved.
-_MAY_BE_NEW = ("classifier.", "bert.pooler.")
+def _may_be_new(config) -> tuple[tuple, tuple]:
+    """(task-head prefixes, pooler prefix) from the family adapter: DistilBERT's head is pre_classifier + classifier."""
+    from .families import of
+
+    fam = of(config)
+    heads = tuple(f"{h}." for h in getattr(fam, "head_modules", (fam.classifier,)))
+    return heads, ((f"{fam.pooler}.",) if fam.pooler else ())
 
 
 def _quiet_transformers():
@@ -105,7 +117,7 @@ def load_classifier(source: str, labels: list[str], trust_remote_code: bool = Fa
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except OSError as e:
         raise UsageError(f"{source}: cannot load the model config ({str(e).splitlines()[0]})") from None
-    _family(source, config.model_type)
+    check_model_type(config.model_type, source)
     id2label = {i: l for i, l in enumerate(labels)}
     from .compress.prune import is_pruned, load_pruned
 
@@ -129,16 +141,44 @@ def load_classifier(source: str, labels: list[str], trust_remote_code: bool = Fa
         raise UsageError(f"{source}: cannot load the weights ({str(e).splitlines()[0]})") from None
     mismatched = [m[0] if isinstance(m, (tuple, list)) else str(m) for m in info.get("mismatched_keys", [])]
     missing = list(info.get("missing_keys", []))
-    bad = [k for k in mismatched + missing if not k.startswith(_MAY_BE_NEW)]
+    head, pooler = _may_be_new(config)
+    bad = [k for k in mismatched + missing if not k.startswith(head + pooler)]
     if bad:
         what = "a shape that disagrees with config.json" if set(bad) & set(mismatched) else "no value in the checkpoint"
         raise UsageError(f"{source}: {len(bad)} weights have {what} (e.g. {bad[0]}); "
                          "model.safetensors does not belong to this config.json")
-    new_head = [k for k in mismatched + missing if k.startswith("classifier.")]
+    new_head = [k for k in mismatched + missing if k.startswith(head)]
     if require_head and new_head:
         raise UsageError(f"{source}: train.skip needs a fine-tuned classification head for {len(labels)} labels, "
                          f"but {new_head[0]} is {'missing' if new_head[0] in missing else 'of another shape'}")
     return model
+
+
+def load_config(source: str, trust_remote_code: bool = False):
+    """The model's config through its config class (attribute maps: DistilBERT's n_layers is num_hidden_layers)."""
+    from transformers import AutoConfig
+
+    _quiet_transformers()
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{source}: cannot load the model config ({str(e).splitlines()[0]})") from None
+    check_model_type(config.model_type, source)
+    return config
+
+
+def position_offset(config) -> int:
+    """Position rows before the first token's: padding_idx + 1 for RoBERTa-style families, else 0."""
+    from .families import get
+
+    return int(config.pad_token_id) + 1 if getattr(get(config.model_type), "positions_from_padding", False) else 0
+
+
+def input_names(source: str, trust_remote_code: bool = False) -> tuple:
+    """The arrays a model takes, from its family adapter (no token_type_ids for DistilBERT/RoBERTa/XLM-R)."""
+    from .families import get
+
+    return tuple(get(load_config(source, trust_remote_code).model_type).inputs)
 
 
 def save_tokenizer_json(source: str, dest: Path, trust_remote_code: bool = False) -> Path:
@@ -153,6 +193,10 @@ def save_tokenizer_json(source: str, dest: Path, trust_remote_code: bool = False
     backend = getattr(tok, "backend_tokenizer", None)
     if backend is None:
         raise UsageError(f"{source}: the tokenizer has no fast (tokenizers) version; Toolformer needs tokenizer.json")
+    if tok.pad_token is None or tok.pad_token_id is None:
+        raise UsageError(f"{source}: the tokenizer has no pad token; batches of different lengths cannot be padded")
+    # Recorded in the file ([PAD] for BERT-style vocabularies, <pad> for RoBERTa/XLM-R): runtime_py reads it there.
+    backend.enable_padding(pad_id=int(tok.pad_token_id), pad_token=str(tok.pad_token))
     dest.parent.mkdir(parents=True, exist_ok=True)
     backend.save(str(dest))
     return dest

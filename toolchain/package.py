@@ -14,10 +14,12 @@ import numpy as np
 
 from runtime_py.bundle import MANIFEST, SCHEMA_VERSION, artifact_key, sha256_file
 
-INPUT_SPEC = [
-    {"name": n, "dtype": "int64", "shape": ["batch", "sequence"]}
-    for n in ("input_ids", "attention_mask", "token_type_ids")
-]
+def input_spec(names) -> list[dict]:
+    """The manifest's `inputs`: the arrays the model takes (no token_type_ids for DistilBERT/RoBERTa/XLM-R)."""
+    return [{"name": n, "dtype": "int64", "shape": ["batch", "sequence"]} for n in names]
+
+
+INPUT_SPEC = input_spec(("input_ids", "attention_mask", "token_type_ids"))
 
 
 def versions() -> dict:
@@ -51,7 +53,8 @@ def golden_payload(texts: list, labels: list, arrays: dict, original: np.ndarray
 
 
 def write_bundle(dest: Path, *, artifacts: list, tokenizer_file: Path, labels: list, max_seq_len: int,
-                 pair: bool, golden: dict, extra_files: dict, info: dict) -> Path:
+                 pair: bool, golden: dict, extra_files: dict, info: dict, input_names=None,
+                 pad_token: str = "[PAD]") -> Path:
     """Assemble a complete bundle at `dest` via a sibling staging dir, renamed into place when complete
     (a `dest` left by an interrupted run is replaced whole).
 
@@ -83,9 +86,9 @@ def write_bundle(dest: Path, *, artifacts: list, tokenizer_file: Path, labels: l
         "task": {"type": "sequence-classification", "text_pair": bool(pair)},
         "labels": labels,
         "max_seq_len": int(max_seq_len),
-        "tokenizer": {"file": "tokenizer.json", "library": "tokenizers", "pad_token": "[PAD]",
+        "tokenizer": {"file": "tokenizer.json", "library": "tokenizers", "pad_token": pad_token,
                       "truncation": "longest_first", "padding": "longest in batch"},
-        "inputs": INPUT_SPEC,
+        "inputs": input_spec(input_names) if input_names else INPUT_SPEC,
         "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", len(labels)]}],
         "default_artifact": default,
         "artifacts": entries,

@@ -5,24 +5,26 @@ from __future__ import annotations
 import numpy as np
 
 from runtime_py import parity as metrics
-from runtime_py.tokenize import TextEncoder
+from runtime_py.tokenize import INPUT_NAMES, TextEncoder
 
 from .data import Split
 from .finetune import to_torch
 
 
-def parity_batches(split: Split, tokenizer_file, max_seq_len: int, seq_lens: list, batch_size: int, n: int):
-    """[(tag, arrays, label ids)]: natural-length batches, then batches padded/truncated to each fixed length."""
+def parity_batches(split: Split, tokenizer_file, max_seq_len: int, seq_lens: list, batch_size: int, n: int,
+                   input_names=INPUT_NAMES):
+    """[(tag, arrays, label ids)]: natural-length batches, then batches padded/truncated to each fixed length.
+    `input_names`: the arrays the model takes (its family adapter's inputs)."""
     m = len(split) if n <= 0 else min(n, len(split))
     texts, labels = split.texts[:m], np.asarray(split.labels[:m])
     out = []
-    enc = TextEncoder(tokenizer_file, max_seq_len)
+    enc = TextEncoder(tokenizer_file, max_seq_len, input_names=input_names)
     for i in range(0, m, batch_size):
         out.append(("natural", enc.encode(texts[i:i + batch_size]), labels[i:i + batch_size]))
     for L in seq_lens:
         if not 2 <= L <= max_seq_len:
             continue
-        enc_l = TextEncoder(tokenizer_file, L)
+        enc_l = TextEncoder(tokenizer_file, L, input_names=input_names)
         k = min(m, batch_size * 2)
         for i in range(0, k, batch_size):
             out.append((f"len{L}", enc_l.encode(texts[i:i + batch_size], pad_to=L), labels[i:i + batch_size]))

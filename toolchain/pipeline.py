@@ -23,11 +23,14 @@ def preflight(r):
     cfg_path = Path(source) / "config.json"
     total_layers = None
     if cfg_path.is_file():
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-        total_layers = int(cfg.get("num_hidden_layers", 0))
-        max_pos = int(cfg.get("max_position_embeddings", 512))
+        # Through the config class: DistilBERT's config.json says n_layers, and RoBERTa-style positions
+        # start at padding_idx + 1, so they hold max_position_embeddings - padding_idx - 1 tokens.
+        cfg = model_mod.load_config(source, r.model.trust_remote_code)
+        total_layers = int(cfg.num_hidden_layers)
+        max_pos = int(cfg.max_position_embeddings) - model_mod.position_offset(cfg)
         if r.train.max_seq_len > max_pos:
-            raise UsageError(f"--max-seq-len {r.train.max_seq_len} exceeds the model's max_position_embeddings {max_pos}")
+            raise UsageError(f"--max-seq-len {r.train.max_seq_len} exceeds the {max_pos} positions the model has "
+                             f"(max_position_embeddings {cfg.max_position_embeddings})")
     if total_layers is not None and r.student.num_layers > total_layers:
         raise UsageError(f"--num-layers {r.student.num_layers} out of range: the model has {total_layers} layers")
     data = load_dataset(r.data, r.train.seed)
@@ -169,7 +172,8 @@ def finetune(r, out, force: bool = False, resume: bool = False):
     try:
         with tempfile.TemporaryDirectory(prefix="toolformer-tok-") as scratch:
             tok_file = model_mod.save_tokenizer_json(source, Path(scratch) / "tokenizer.json", r.model.trust_remote_code)
-            encoder = TextEncoder(tok_file, r.train.max_seq_len)
+            encoder = TextEncoder(tok_file, r.train.max_seq_len,
+                                  input_names=model_mod.input_names(source, r.model.trust_remote_code))
             seed_everything(r.train.seed)  # the new head starts the same whatever the process count
             model = model_mod.load_classifier(source, data.labels, r.model.trust_remote_code)
             if main:

@@ -51,7 +51,9 @@ def open_workspace(r, source: str, data, work: Path) -> Workspace:
     tok_file = model_mod.save_tokenizer_json(source, work / "tokenizer" / "tokenizer.json", r.model.trust_remote_code)
     for note in data.notes if is_main() else ():
         print(f"[toolformer] data: {note}")
-    return Workspace(r, source, data, work, progress, Stages(), tok_file, TextEncoder(tok_file, r.train.max_seq_len))
+    # The arrays the model takes (its family adapter's inputs): no token_type_ids for DistilBERT/RoBERTa/XLM-R.
+    names = model_mod.input_names(source, r.model.trust_remote_code)
+    return Workspace(r, source, data, work, progress, Stages(), tok_file, TextEncoder(tok_file, r.train.max_seq_len, input_names=names))
 
 
 def finetune_original(ws: Workspace) -> Trained:
@@ -103,7 +105,8 @@ def make_student(ws: Workspace, original: Trained) -> Trained:
         ws.progress.mark("student", files=[ws.work / "student", *([stu.tokenizer_file] if stu.tokenizer_file != ws.tok_file else [])],
                          **stu.record(ws.work))
     # A vocabulary-pruned student reads other ids than the original: each gets its own tokenizer.
-    enc = ws.encoder if stu.tokenizer_file == ws.tok_file else TextEncoder(stu.tokenizer_file, ws.recipe.train.max_seq_len)
+    enc = ws.encoder if stu.tokenizer_file == ws.tok_file else TextEncoder(stu.tokenizer_file, ws.recipe.train.max_seq_len,
+                                                                         input_names=ws.encoder.input_names)
     return Trained(stu.model, "student", None, stu.train_result, stu.tokenizer_file, enc,
                    {"stages": stu.rows, "facts": stu.facts})
 
@@ -169,9 +172,11 @@ def parity(ws: Workspace, original: Trained, shipped: Trained, exported: list[di
     r, p = ws.recipe, ws.recipe.parity
     ws.log.start("parity", f"{len(exported)} artifacts on validation text")
     L = r.train.max_seq_len
-    orig_sets = parity_mod.parity_batches(ws.data.validation, original.tokenizer_file, L, p.seq_lens, p.batch_size, p.num_examples)
+    names = ws.encoder.input_names
+    orig_sets = parity_mod.parity_batches(ws.data.validation, original.tokenizer_file, L, p.seq_lens, p.batch_size, p.num_examples,
+                                          input_names=names)
     sets = orig_sets if shipped.tokenizer_file == original.tokenizer_file else parity_mod.parity_batches(
-        ws.data.validation, shipped.tokenizer_file, L, p.seq_lens, p.batch_size, p.num_examples)
+        ws.data.validation, shipped.tokenizer_file, L, p.seq_lens, p.batch_size, p.num_examples, input_names=names)
     src_logits = parity_mod.reference_outputs(shipped.model, sets)
     orig_logits = src_logits if shipped is original else parity_mod.reference_outputs(original.model, orig_sets)
     results = []
@@ -282,6 +287,7 @@ def _bundle(ws: Workspace, summary: dict, shipped: Trained, exported: list[dict]
     r, data, work = ws.recipe, ws.data, ws.work
     write_bundle(work / "bundle", artifacts=[dict(a) for a in exported], tokenizer_file=shipped.tokenizer_file,
                  labels=data.labels, max_seq_len=r.train.max_seq_len, pair=data.pair, golden=golden, extra_files=extra,
+                 input_names=ws.encoder.input_names, pad_token=shipped.encoder.pad_token,
                  info={"versions": summary["versions"], "recipe_sha256": summary["recipe_sha256"], "training": summary["training"],
                        # Texts cut at max_seq_len per split: an app team sees how much its inputs were truncated.
                        "data": {"max_seq_len": r.train.max_seq_len, "truncated_texts": summary["data"]["truncated_texts"],

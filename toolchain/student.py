@@ -107,7 +107,7 @@ def make_student(ws, original, orig_acc: float) -> StudentResult:
 
         n0 = run.student.config.max_position_embeddings
         vocab.prune_positions(run.student, r.train.max_seq_len)
-        run.measure("positions", TextEncoder(ship_tok, r.train.max_seq_len), old_positions=n0)
+        run.measure("positions", TextEncoder(ship_tok, r.train.max_seq_len, input_names=ws.encoder.input_names), old_positions=n0)
     _save(run, ship_tok)
     return StudentResult(run.student, ship_tok, st_res, rows, facts)
 
@@ -158,7 +158,7 @@ def _vocab(run: _Run, facts: dict) -> Path:
     run.student, ship_tok, vfacts = vocab.prune_vocab(run.student, ws.tok_file, _corpus(ws.recipe, ws.data),
                                                       ws.work / "student-tokenizer" / "tokenizer.json",
                                                       vocab.VocabConfig(c.vocab_min_count, c.vocab_keep_chars))
-    enc2 = TextEncoder(ship_tok, ws.recipe.train.max_seq_len)
+    enc2 = TextEncoder(ship_tok, ws.recipe.train.max_seq_len, input_names=ws.encoder.input_names)
     vfacts["validation_unk_tokens"] = _unk_rate(enc2, ws.data.validation.texts)
     row = run.measure("vocab", enc2, **vfacts)
     facts["vocab"] = vfacts

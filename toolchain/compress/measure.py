@@ -36,7 +36,11 @@ def flops_per_sequence(model, seq_len: int) -> int:
     model.eval()
     try:
         with torch.no_grad(), counter:
-            model(input_ids=ids, attention_mask=torch.ones_like(ids), token_type_ids=torch.zeros_like(ids))
+            from ..families import of as family_of
+
+            # DistilBERT and RoBERTa-style models take no token types (their family adapter says so).
+            extra = {"token_type_ids": torch.zeros_like(ids)} if "token_type_ids" in family_of(model).inputs else {}
+            model(input_ids=ids, attention_mask=torch.ones_like(ids), **extra)
     finally:
         model.set_attn_implementation(attn)
         model.train(was)

@@ -43,6 +43,11 @@ def _layers(model):
     return family_of(model).layers(model)
 
 
+def _ffn_size(config) -> int:
+    # BERT-style configs say intermediate_size; DistilBERT's says hidden_dim.
+    return int(getattr(config, "intermediate_size", None) or config.hidden_dim)
+
+
 def get_structure(model) -> dict:
     """The per-layer shape record: original layer index, original head indices kept, FFN width."""
     st = getattr(model.config, STRUCTURE_KEY, None)
@@ -51,7 +56,7 @@ def get_structure(model) -> dict:
     cfg = model.config
     n = len(_layers(model))
     return {"layers": list(range(n)), "heads": [list(range(cfg.num_attention_heads)) for _ in range(n)],
-            "intermediate": [int(cfg.intermediate_size)] * n}
+            "intermediate": [_ffn_size(cfg)] * n}
 
 
 def set_structure(model, st: dict) -> None:
@@ -64,7 +69,7 @@ def is_pruned(config) -> bool:
     if not st:
         return False
     return (any(len(h) != config.num_attention_heads for h in st["heads"])
-            or any(i != config.intermediate_size for i in st["intermediate"]))
+            or any(i != _ffn_size(config) for i in st["intermediate"]))
 
 
 def slice_heads(layer, keep: list[int], fam) -> None:
@@ -138,19 +143,21 @@ def gradient_importance(model, batches, loss_fn=None) -> tuple[list, list]:
     gf = [torch.ones(fam.ffn_width(l), device=dev, requires_grad=True) for l in layers]
     hooks = []
 
+    # The per-head context is the input of the Linear that mixes the heads back (BERT's
+    # attention.output.dense, DistilBERT's out_lin, whose attention module returns the mixed output):
+    # gate it there, for every family alike.
     def head_hook(i):
-        def fn(mod, args, out):
-            ctx = out[0]
+        def fn(mod, args):
+            ctx = args[0]
             b, s, _ = ctx.shape
-            ctx = (ctx.view(b, s, gh[i].numel(), -1) * gh[i][None, None, :, None]).view(b, s, -1)
-            return (ctx, *out[1:])
+            return ((ctx.view(b, s, gh[i].numel(), -1) * gh[i][None, None, :, None]).view(b, s, -1), *args[1:])
         return fn
 
     def ffn_hook(i):
         return lambda mod, args, out: out * gf[i]
 
     for i, l in enumerate(layers):
-        hooks.append(fam.get(l, fam.attention).register_forward_hook(head_hook(i)))
+        hooks.append(fam.get(l, fam.attention_out).register_forward_pre_hook(head_hook(i)))
         hooks.append(fam.get(l, fam.ffn).register_forward_hook(ffn_hook(i)))
     acc_h = [torch.zeros_like(g) for g in gh]
     acc_f = [torch.zeros_like(g) for g in gf]

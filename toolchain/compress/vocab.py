@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CompressError
-from ..families import of as family_of
+from . import vocab_tokenizers as vt
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,7 @@ def special_ids(tokenizer_json: dict) -> list[int]:
 def corpus_ids(tokenizer_file, texts, cfg: VocabConfig = VocabConfig()) -> np.ndarray:
     """Sorted old ids to keep: tokens seen >= min_count times in `texts`, specials, optional chars."""
     tj = json.loads(Path(tokenizer_file).read_text(encoding="utf-8"))
-    if tj["model"].get("type") != "WordPiece":
-        raise CompressError(f"{tokenizer_file}: vocabulary pruning supports WordPiece tokenizers, not {tj['model'].get('type')}")
+    kind = vt.kind(tj, tokenizer_file)
     tok = _raw_tokenizer(tokenizer_file)
     counts = Counter()
     items = [tuple(t) if isinstance(t, list) else t for t in texts]
@@ -58,12 +57,13 @@ def corpus_ids(tokenizer_file, texts, cfg: VocabConfig = VocabConfig()) -> np.nd
             counts.update(enc.ids)
     keep = {i for i, c in counts.items() if c >= cfg.min_count}
     keep.update(special_ids(tj))
-    if cfg.keep_chars:
+    keep |= vt.required_ids(tj)  # base symbols BPE and Unigram need to stay sound (none for WordPiece)
+    if cfg.keep_chars and kind == "WordPiece":
         prefix = tj["model"].get("continuing_subword_prefix", "##")
         for t, i in tj["model"]["vocab"].items():
             if len(t) == 1 or (t.startswith(prefix) and len(t) == len(prefix) + 1):
                 keep.add(int(i))
-    return np.asarray(sorted(keep), dtype=np.int64)
+    return np.asarray(sorted(vt.closure(tj, keep)), dtype=np.int64)
 
 
 def id_map(keep_ids: np.ndarray, old_size: int, unk_old: int) -> np.ndarray:
@@ -79,8 +79,7 @@ def prune_tokenizer(tokenizer_file, keep_ids: np.ndarray, dest) -> Path:
 
     tj = json.loads(Path(tokenizer_file).read_text(encoding="utf-8"))
     new_of = {int(o): n for n, o in enumerate(keep_ids.tolist())}
-    vocab = tj["model"]["vocab"]
-    tj["model"]["vocab"] = {t: new_of[i] for t, i in sorted(vocab.items(), key=lambda kv: kv[1]) if i in new_of}
+    vt.renumber_model(tj, new_of)
     for a in tj.get("added_tokens", []):
         a["id"] = new_of[int(a["id"])]
     post = tj.get("post_processor") or {}
@@ -104,8 +103,7 @@ def prune_embeddings(model, keep_ids: np.ndarray):
     """Keep only rows `keep_ids` of the word-embedding table, in place; updates the config."""
     import torch
 
-    fam = family_of(model)
-    emb = fam.get(model, fam.word_embeddings)
+    emb = model.get_input_embeddings()
     idx = torch.as_tensor(keep_ids, dtype=torch.long, device=emb.weight.device)
     pad_old = emb.padding_idx
     new = torch.nn.Embedding(len(keep_ids), emb.embedding_dim, device=emb.weight.device, dtype=emb.weight.dtype)
@@ -114,36 +112,54 @@ def prune_embeddings(model, keep_ids: np.ndarray):
     if pad_old is not None:
         hit = np.nonzero(keep_ids == pad_old)[0]
         new.padding_idx = int(hit[0]) if len(hit) else None
-    fam.put(model, fam.word_embeddings, new)
+    from ..families import of
+
+    if getattr(of(model), "positions_from_padding", False) and pad_old is not None and new.padding_idx != pad_old:
+        # Positions count from padding_idx + 1: a moved pad id would shift every position row.
+        raise CompressError(f"--prune-vocab would move the pad token from id {pad_old} to {new.padding_idx}, "
+                         "and this family numbers positions from the pad id; keep the ids below it")
+    model.set_input_embeddings(new)
     model.config.vocab_size = len(keep_ids)
-    if getattr(model.config, "pad_token_id", None) is not None:
-        hit = np.nonzero(keep_ids == model.config.pad_token_id)[0]
-        model.config.pad_token_id = int(hit[0]) if len(hit) else None
+    for key in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id"):
+        if getattr(model.config, key, None) is not None:
+            hit = np.nonzero(keep_ids == getattr(model.config, key))[0]
+            setattr(model.config, key, int(hit[0]) if len(hit) else None)
     return model
 
 
+def position_rows(model, max_len: int) -> int:
+    """Position rows a `max_len`-token input reads: max_len, or padding_idx + 1 + max_len for families
+    (RoBERTa, XLM-R) that number positions from padding_idx + 1 and park pad tokens on row padding_idx."""
+    from ..families import of
+
+    fam = of(model)
+    if getattr(fam, "positions_from_padding", False):
+        return int(model.config.pad_token_id) + 1 + int(max_len)
+    return int(fam.position_offset) + int(max_len)
+
+
 def prune_positions(model, max_len: int):
-    """Keep the position embeddings of the first `max_len` positions, in place: the tokenizer truncates to
-    max_seq_len, so rows past it are never read (exactly the same function for every input the bundle
-    accepts). Positions count from the family's `position_offset`, so offset + max_len rows stay."""
+    """Keep the position embeddings a `max_len`-token input reads, in place: the tokenizer truncates to
+    max_seq_len, so rows past them are never read (the same function for every input the bundle accepts)."""
     import torch
 
-    fam = family_of(model)
+    from ..families import of
+
+    fam = of(model)
     emb = fam.get(model, fam.embeddings)
     old = fam.get(model, fam.position_embeddings)
-    keep = fam.position_offset + max_len
-    if keep >= old.num_embeddings:
+    rows = position_rows(model, max_len)
+    if rows >= old.num_embeddings:
         return model
-    new = torch.nn.Embedding(keep, old.embedding_dim, padding_idx=old.padding_idx, device=old.weight.device, dtype=old.weight.dtype)
+    new = torch.nn.Embedding(rows, old.embedding_dim, padding_idx=old.padding_idx, device=old.weight.device, dtype=old.weight.dtype)
     with torch.no_grad():
-        new.weight.copy_(old.weight[:keep])
+        new.weight.copy_(old.weight[:rows])
     fam.put(model, fam.position_embeddings, new)
     # The registered (non-persistent) buffers the embeddings slice position and type ids from.
-    if hasattr(emb, "position_ids"):
-        emb.position_ids = emb.position_ids[:, :keep].clone()
+    emb.position_ids = emb.position_ids[:, :rows].clone()
     if hasattr(emb, "token_type_ids"):
-        emb.token_type_ids = emb.token_type_ids[:, :keep].clone()
-    model.config.max_position_embeddings = keep
+        emb.token_type_ids = emb.token_type_ids[:, :rows].clone()
+    model.config.max_position_embeddings = rows
     return model
 
 
@@ -152,6 +168,10 @@ def prune_vocab(model, tokenizer_file, texts, dest_tokenizer, cfg: VocabConfig =
     keep = corpus_ids(tokenizer_file, texts, cfg)
     old = model.config.vocab_size
     prune_tokenizer(tokenizer_file, keep, dest_tokenizer)
+    # The claim in vocab_tokenizers' docstring, checked on this corpus before anything ships.
+    items = [tuple(t) if isinstance(t, list) else t for t in texts]
+    vt.check_same_pieces(_raw_tokenizer(tokenizer_file), _raw_tokenizer(dest_tokenizer), items, set(keep.tolist()),
+                         tokenizer_file)
     prune_embeddings(model, keep)
     return model, Path(dest_tokenizer), {"old_vocab": int(old), "new_vocab": int(len(keep)),
                                          "corpus_texts": len(texts), "min_count": cfg.min_count}
@@ -162,8 +182,10 @@ def save_hf_tokenizer(tokenizer_file, source_dir, dest_dir) -> None:
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy2(tokenizer_file, dest_dir / "tokenizer.json")
-    vocab = json.loads(Path(tokenizer_file).read_text(encoding="utf-8"))["model"]["vocab"]
-    (dest_dir / "vocab.txt").write_text("".join(t + "\n" for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])), encoding="utf-8")
+    tj = json.loads(Path(tokenizer_file).read_text(encoding="utf-8"))
+    vocab = vt.token_ids(tj)
+    if tj["model"]["type"] == "WordPiece":  # BPE/Unigram checkpoints load from tokenizer.json alone
+        (dest_dir / "vocab.txt").write_text("".join(t + "\n" for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])), encoding="utf-8")
     src = Path(source_dir) / "special_tokens_map.json"
     if src.is_file():
         shutil.copy2(src, dest_dir / src.name)

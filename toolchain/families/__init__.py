@@ -28,7 +28,7 @@ import importlib
 from ..errors import FamilyError
 from .base import Family
 
-_MODULES = ("bert",)  # one file per family
+_MODULES = ("bert", "distilbert", "roberta", "electra")  # one file per family
 _REGISTRY: dict[str, Family] = {}
 
 
