@@ -184,19 +184,26 @@ def real_positions(firsts, shape) -> np.ndarray:
 
 
 def compare_positions(logits: np.ndarray, reference: np.ndarray, mask: np.ndarray, compare) -> dict:
-    """`compare` (runtime_py.parity.compare) over the masked positions only, plus near-tie-aware agreement.
+    """`compare_rows` over the `mask` positions of (batch, seq, tags) logits: padding, specials and
+    continuation pieces carry no decision, so only first sub-tokens are judged."""
+    return compare_rows(np.asarray(logits)[mask], np.asarray(reference)[mask], compare)
 
-    Padding and specials carry no decision, so only `mask` positions (first sub-tokens) are judged. A
-    flip only counts where the reference's margin between its top two tags exceeds the error scale
-    (twice the 95th percentile of the per-position max-abs error): an artifact that is numerically
-    faithful may flip a near-tied position, and that says nothing about the artifact.
+
+def compare_rows(a: np.ndarray, b: np.ndarray, compare) -> dict:
+    """`compare` (runtime_py.parity.compare) over (positions, tags) rows, with near-tie-aware top-1 agreement.
+
+    `top1_agreement` counts a flip only where the reference's margin between its top two tags exceeds
+    the error scale (twice the 95th percentile of the per-position max-abs error): a numerically
+    faithful artifact may flip a near-tied position, and that says nothing about the artifact; a
+    flip at a decisive position does. `raw_top1_agreement` counts every flip.
     """
-    a = np.asarray(logits, dtype=np.float64)[mask]
-    b = np.asarray(reference, dtype=np.float64)[mask]
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
     m = compare(a, b)
     m["positions"] = int(len(a))
+    m["raw_top1_agreement"] = m["top1_agreement"]
     if len(a) == 0:
-        m.update(decisive_positions=0, decisive_flips=0, near_tie_flips=0, decisive_agreement=1.0, error_scale=0.0)
+        m.update(decisive_positions=0, decisive_flips=0, near_tie_flips=0, error_scale=0.0)
         return m
     err = np.abs(a - b).max(axis=1)
     scale = 2.0 * float(np.quantile(err, 0.95))
@@ -204,7 +211,48 @@ def compare_positions(logits: np.ndarray, reference: np.ndarray, mask: np.ndarra
     margin = top2[:, 1] - top2[:, 0]
     flips = a.argmax(1) != b.argmax(1)
     decisive = margin > scale
-    m.update(error_scale=scale, decisive_positions=int(decisive.sum()), decisive_flips=int((flips & decisive).sum()),
-             near_tie_flips=int((flips & ~decisive).sum()),
-             decisive_agreement=float(1.0 - (flips & decisive).sum() / max(int(decisive.sum()), 1)))
+    n_dec, n_flip = int(decisive.sum()), int((flips & decisive).sum())
+    m.update(error_scale=scale, decisive_positions=n_dec, decisive_flips=n_flip, near_tie_flips=int((flips & ~decisive).sum()),
+             top1_agreement=float(1.0 - n_flip / max(n_dec, 1)))
     return m
+
+
+# ------------------------------------------------------------------------------ Model methods
+
+def _check_task(model) -> None:
+    task = (model.manifest.get("task") or {}).get("type")
+    if task != TOKEN_TASK:
+        raise TypeError(f"{model.bundle}: a {task or 'sequence-classification'} bundle has no per-word tags; use predict()")
+
+
+def _run_batches(model, arrays_fn, items, batch_size: int):
+    outs = []
+    for i in range(0, len(items), batch_size):
+        enc = arrays_fn(items[i:i + batch_size])
+        outs.append((enc, model.run(enc[0])))
+    return outs
+
+
+def tags(model, words_batch, batch_size: int = 32, scores: bool = False) -> list:
+    """Per-word tags for pre-split sentences (a list of lists of words); with `scores`, (tag, probability) pairs."""
+    _check_task(model)
+    if words_batch and isinstance(words_batch[0], str):
+        words_batch = [words_batch]
+    out = []
+    for (arrays, firsts, _), logits in _run_batches(model, lambda b: encode_words(model.encoder, b), list(words_batch), batch_size):
+        for row in word_predictions(logits, firsts, model.labels):
+            out.append(row if scores else [t for t, _ in row])
+    return out
+
+
+def entities(model, texts, batch_size: int = 32) -> list[list[dict]]:
+    """Entity spans per raw text: {"type", "text", "start", "end", "score"} with text[start:end] == entity text."""
+    _check_task(model)
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    out = []
+    for i in range(0, len(texts), batch_size):
+        chunk = texts[i:i + batch_size]
+        arrays, firsts, spans, _ = encode_texts(model.encoder, chunk)
+        preds = word_predictions(model.run(arrays), firsts, model.labels)
+        out += [entity_spans(t, sp, p) for t, sp, p in zip(chunk, spans, preds)]
+    return out

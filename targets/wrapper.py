@@ -18,6 +18,7 @@ class EdgeClassifier(torch.nn.Module):
             raise TypeError("EdgeClassifier needs a BertForSequenceClassification-shaped model")
         model.set_attn_implementation("eager")
         self.model = model
+        self.token = type(model).__name__.endswith("ForTokenClassification")
         self.eval()
 
     def forward(self, input_ids, attention_mask, token_type_ids):
@@ -31,6 +32,8 @@ class EdgeClassifier(torch.nn.Module):
             hidden = layer(hidden, additive)
             if isinstance(hidden, tuple):
                 hidden = hidden[0]
+        if self.token:  # *ForTokenClassification: logits (batch, seq, tags) from every position
+            return self.model.classifier(self.model.dropout(hidden))
         pooled = bert.pooler(hidden) if bert.pooler is not None else hidden[:, 0]
         return self.model.classifier(self.model.dropout(pooled))
 

@@ -60,6 +60,8 @@ def _columns(value):
 @click.option("--text-column", help="Text column; comma-separated alternatives (e.g. sentence,content).")
 @click.option("--text-pair-column", help="Second text column for sentence-pair tasks.")
 @click.option("--label-column", help="Label column.")
+@click.option("--task", type=click.Choice(["sequence-classification", "token-classification"]),
+              help="sequence-classification (default: one label per text) or token-classification (one tag per word).")
 @click.option("--num-layers", type=int, help="Transformer layers in the student (0 = ship the original).")
 @click.option("--epochs", type=float, help="Epochs for the original and the student.")
 @click.option("--max-seq-len", type=int, help="Token limit (longer texts are truncated).")
@@ -74,7 +76,7 @@ def _columns(value):
                    "reused, fine-tuning restarts from its last epoch checkpoint.")
 @compress_options
 @handle_errors
-def build(recipe, model, train_file, validation, test, text_column, text_pair_column, label_column,
+def build(recipe, model, train_file, validation, test, text_column, text_pair_column, label_column, task,
           num_layers, epochs, max_seq_len, out, device, sets, force, trust_remote_code, resume, **compress_flags):
     """Fine-tune, truncate, export, check parity and write OUT/bundle.
 
@@ -89,7 +91,7 @@ def build(recipe, model, train_file, validation, test, text_column, text_pair_co
         ("data", "test"): test, ("data", "text_column"): _columns(text_column),
         ("data", "text_pair_column"): _columns(text_pair_column), ("data", "label_column"): _columns(label_column),
         ("student", "num_layers"): num_layers, ("train", "max_seq_len"): max_seq_len, ("train", "device"): device,
-        ("model", "trust_remote_code"): trust_remote_code,
+        ("model", "trust_remote_code"): trust_remote_code, ("data", "task"): task,
     }
     for (sec, key), val in flags.items():
         if val is not None:
@@ -164,13 +166,21 @@ def verify(bundle, only, json_out, threads, arm64, arm64_executorch, arm64_cache
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 @handle_errors
 def predict(bundle, texts, artifact, pair, as_json):
-    """Classify TEXTS with a bundle's artifact through runtime_py."""
+    """Classify TEXTS with a bundle's artifact through runtime_py (a token bundle prints each text's entities)."""
     import runtime_py
 
     items = [tuple(x.strip() for x in t.split("|||", 1)) if pair else t for t in texts]
     if pair and any(len(i) != 2 for i in items):
         _fail("--pair texts must look like 'first ||| second'", 2)
     model = runtime_py.load(bundle, artifact=artifact)
+    if model.task == "token-classification":  # entities with character offsets into each text
+        for text, ents in zip(texts, model.entities(list(texts))):
+            if as_json:
+                click.echo(json.dumps({"text": text, "entities": ents}, ensure_ascii=False))
+            else:
+                shown = "  ".join(f"{e['type']}[{e['start']}:{e['end']}]={e['text']!r} {e['score']:.2f}" for e in ents)
+                click.echo(f"{text}\t{shown or '(no entities)'}")
+        return
     for text, pred in zip(texts, model.predict(items)):
         if as_json:
             click.echo(json.dumps({"text": text, **pred}, ensure_ascii=False))

@@ -51,7 +51,7 @@ def golden_payload(texts: list, labels: list, arrays: dict, original: np.ndarray
 
 
 def write_bundle(dest: Path, *, artifacts: list, tokenizer_file: Path, labels: list, max_seq_len: int,
-                 pair: bool, golden: dict, extra_files: dict, info: dict) -> Path:
+                 pair: bool, golden: dict, extra_files: dict, info: dict, task: str = "sequence-classification") -> Path:
     """Assemble a complete bundle at `dest` (which must not exist yet) via a sibling staging dir.
 
     `artifacts`: dicts with `path` (a file to copy) plus the manifest fields format, precision,
@@ -79,13 +79,17 @@ def write_bundle(dest: Path, *, artifacts: list, tokenizer_file: Path, labels: l
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "task": {"type": "sequence-classification", "text_pair": bool(pair)},
+        "task": {"type": task, "text_pair": bool(pair),
+                 # Token bundles: a word's tag is read at its first sub-token (runtime_py.token).
+                 **({"aggregation": "first sub-token per word", "scheme": "IOB2/BIOES, conlleval chunks"}
+                    if task == "token-classification" else {})},
         "labels": labels,
         "max_seq_len": int(max_seq_len),
         "tokenizer": {"file": "tokenizer.json", "library": "tokenizers", "pad_token": "[PAD]",
                       "truncation": "longest_first", "padding": "longest in batch"},
         "inputs": INPUT_SPEC,
-        "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", len(labels)]}],
+        "outputs": [{"name": "logits", "dtype": "float32",
+                     "shape": ["batch", "sequence", len(labels)] if task == "token-classification" else ["batch", len(labels)]}],
         "default_artifact": default,
         "artifacts": entries,
         "golden": {"file": "golden.json", "examples": len(golden["texts"])},

@@ -168,7 +168,11 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
     recipe_mod.dump(r, work / "recipe.toml")
     tok_file = model_mod.save_tokenizer_json(source, work / "tokenizer" / "tokenizer.json", r.model.trust_remote_code)
     encoder = TextEncoder(tok_file, r.train.max_seq_len)
-    truncated = {s.name: encoder.count_truncated(s.texts) for s in data.splits()}
+    from .tasks import token as token_task
+
+    tok_task = token_task.is_token(data)
+    truncated = {s.name: token_task.count_truncated(s, encoder) if tok_task else encoder.count_truncated(s.texts)
+                 for s in data.splits()}
     for note in data.notes if is_main() else ():
         print(f"[toolformer] data: {note}")
 
@@ -177,7 +181,7 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
                  else f"{source} on {len(data.train)} rows, {r.train.epochs:g} epochs")
     done = progress.get("original")
     original = model_mod.load_classifier(str(work / "original") if done else source, data.labels, r.model.trust_remote_code,
-                                         require_head=r.train.skip or bool(done))
+                                         require_head=r.train.skip or bool(done), task=data.task)
     total_layers = original.config.num_hidden_layers
     if done:  # resumed: the interrupted build finished this stage
         orig_res, orig_acc = train_result(done["train"]), done["val_accuracy"]
@@ -259,8 +263,9 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
     # 4. Parity on real validation text: each artifact vs its PyTorch source and vs the original.
     stages.start("parity", f"{len(exported)} artifacts on validation text")
     p = r.parity
-    sets = parity_mod.parity_batches(data.validation, tok_file, r.train.max_seq_len, p.seq_lens, p.batch_size, p.num_examples)
-    orig_sets, sets = sets, (sets if ship_tok == tok_file else parity_mod.parity_batches(
+    batcher = token_task.parity_batches if tok_task else parity_mod.parity_batches
+    sets = batcher(data.validation, tok_file, r.train.max_seq_len, p.seq_lens, p.batch_size, p.num_examples)
+    orig_sets, sets = sets, (sets if ship_tok == tok_file else batcher(
         data.validation, ship_tok, r.train.max_seq_len, p.seq_lens, p.batch_size, p.num_examples))
     src_logits = parity_mod.reference_outputs(shipped, sets)
     orig_logits = src_logits if shipped is original else parity_mod.reference_outputs(original, orig_sets)
@@ -268,7 +273,10 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
     for art in exported:
         backend = open_backend(art["path"], art["format"])
         gate = parity_mod.gate_for(art["precision"], p)
-        res = parity_mod.check_artifact(backend, sets, src_logits, orig_logits, gate)
+        if tok_task:  # judged at first sub-tokens only, F1 drop by a paired bootstrap (toolchain.tasks.token)
+            res = token_task.check_artifact(backend, sets, src_logits, orig_logits, gate, data.labels, orig_sets)
+        else:
+            res = parity_mod.check_artifact(backend, sets, src_logits, orig_logits, gate)
         # The arm64 tolerances travel in the manifest: `verify --arm64` checks drift from this machine with them.
         art["gate"] = {**gate, "arm64": arm64_gate_for(art["precision"], p)}
         art["parity"] = {k: res[k] for k in ("passed", "vs_reference", "vs_original", "accuracy", "original_accuracy", "examples", "seq_lens")}
@@ -281,20 +289,30 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
     stages.start("latency", f"batch 1, {r.train.max_seq_len} tokens, original + {len(exported)} artifacts")
     from .bench import build_latency
 
-    latency = build_latency(original, exported, tok_file, ship_tok, data.validation.texts, r.train.max_seq_len)
+    latency = build_latency(original, exported, tok_file, ship_tok, token_task.plain_texts(data.validation), r.train.max_seq_len)
     stages.end()
 
     # 5. Golden I/O and the bundle.
     stages.start("package", "bundle/")
     g = min(p.golden_size, len(data.validation))
     g_texts, g_labels = data.validation.texts[:g], data.validation.labels[:g]
-    g_arrays = ship_encoder.encode(g_texts)
-    g_orig = parity_mod.torch_logits(original, encoder.encode(g_texts))
+    if tok_task:
+        from runtime_py.token import encode_words
+
+        g_arrays, g_firsts, _ = encode_words(ship_encoder, g_texts)
+        g_orig = parity_mod.torch_logits(original, encode_words(encoder, g_texts)[0])
+    else:
+        g_arrays = ship_encoder.encode(g_texts)
+        g_orig = parity_mod.torch_logits(original, encoder.encode(g_texts))
     refs = {"original": g_orig}
     if shipped is not original:
         refs[shipped_name] = parity_mod.torch_logits(shipped, g_arrays)
     art_logits = {a["path"].name: open_backend(a["path"], a["format"]).run(g_arrays) for a in exported}
-    golden = golden_payload(g_texts, g_labels, g_arrays, g_orig, refs, art_logits, data.labels)
+    if tok_task:  # the original's logits are read at its own tokenizer's first pieces (same words either way)
+        g_orig_firsts = encode_words(encoder, g_texts)[1]
+        golden = token_task.golden_payload(g_texts, g_labels, g_arrays, g_orig_firsts, g_orig, refs, art_logits, data.labels)
+    else:
+        golden = golden_payload(g_texts, g_labels, g_arrays, g_orig, refs, art_logits, data.labels)
     test_acc = None
     if data.test is not None:
         test_acc = float(evaluate(shipped, data.test, ship_encoder, r.train.eval_batch_size))
@@ -306,7 +324,10 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
         "original": {"source": source, "val_accuracy": orig_acc, "params": count_params(original),
                      "layers": total_layers, "train": orig_res.to_dict() if orig_res else None},
         "shipped": {"model": shipped_name, "params": count_params(shipped), "layers": shipped.config.num_hidden_layers,
-                    "val_accuracy": evaluate(shipped, data.validation, ship_encoder, r.train.eval_batch_size), "test_accuracy": test_acc},
+                    "val_accuracy": evaluate(shipped, data.validation, ship_encoder, r.train.eval_batch_size), "test_accuracy": test_acc,
+                    **({"validation_entities": token_task.evaluate_model(shipped, data.validation, ship_encoder, data.labels,
+                                                                          r.train.eval_batch_size)} if tok_task else {})},
+        "task": data.task, "metric": "entity_f1" if tok_task else "accuracy",
         "artifacts": results,
         "latency": latency,
         "stages": stages.rows,
@@ -327,7 +348,7 @@ def _build_into(r, source: str, data, work: Path, hand=None) -> dict | None:
         extra.update({f.name: f for f in compress_report.write(compression, work)})
     if passed:
         write_bundle(work / "bundle", artifacts=[{k: v for k, v in a.items()} for a in exported], tokenizer_file=ship_tok,
-                     labels=data.labels, max_seq_len=r.train.max_seq_len, pair=data.pair, golden=golden,
+                     labels=data.labels, max_seq_len=r.train.max_seq_len, pair=data.pair, golden=golden, task=data.task,
                      extra_files=extra,
                      info={"versions": summary["versions"], "recipe_sha256": summary["recipe_sha256"], "training": summary["training"],
                            # Texts cut at max_seq_len per split: an app team sees how much its inputs were truncated.

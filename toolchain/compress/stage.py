@@ -45,9 +45,13 @@ def _corpus(r, data) -> list:
     """Texts whose tokens keep their embedding rows: the training split plus compress.vocab_extra_files,
     each distinct text once (the split is usually a subset of an extra file: counted once, not twice)."""
     from ..data import _pick, read_table
+    from ..tasks import token
 
-    texts = list(data.train.texts)
+    texts = token.plain_texts(data.train)
     for f in r.compress.vocab_extra_files:
+        if token.is_token(data):  # more sentences in the task's own format (CoNLL / JSONL words)
+            texts += [" ".join(w) for w, _, _ in token.read_sentences(Path(f), r.data)]
+            continue
         rows, cols = read_table(f)
         col = _pick(cols, r.data.text_column, Path(f), "text")
         pcol = _pick(cols, r.data.text_pair_column, Path(f), "text pair") if r.data.text_pair_column else None
@@ -128,7 +132,9 @@ def make_student(r, original, data, encoder, tok_file: Path, work: Path, source:
         student, ship_tok, vfacts = vocab.prune_vocab(student, tok_file, texts, work / "student-tokenizer" / "tokenizer.json",
                                                      vocab.VocabConfig(c.vocab_min_count, c.vocab_keep_chars))
         enc2 = TextEncoder(ship_tok, L)
-        vfacts["validation_unk_tokens"] = _unk_rate(enc2, data.validation.texts)
+        from ..tasks.token import plain_texts
+
+        vfacts["validation_unk_tokens"] = _unk_rate(enc2, plain_texts(data.validation))
         rows.append(measure.describe(student, "vocab", L, ev(student, enc2), **vfacts))
         facts["vocab"] = vfacts
         stages.end(**vfacts, val_accuracy=rows[-1]["val_accuracy"])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime_py.token import chunks, encode_words, real_positions
+from runtime_py.token import TOKEN_TASK, chunks, compare_rows, encode_words, real_positions
 
 from ..data import Dataset, Split
 from ..errors import UsageError
@@ -21,6 +21,30 @@ CONLL_SUFFIXES = (".conll", ".conllu", ".iob", ".bio")
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 WORD_COLUMNS = ("words", "tokens")  # tried after data.text_column when that names no list column
 TAG_COLUMNS = ("tags", "labels", "ner_tags")
+
+
+class TokenSplit(Split):
+    """A split of sentences: `texts` are lists of words, `labels` lists of tag ids (one per word)."""
+
+    task = TOKEN_TASK
+
+    def subset(self, n: int, seed: int) -> "TokenSplit":
+        s = super().subset(n, seed)
+        return s if s is self else TokenSplit(s.name, s.texts, s.labels, s.source)
+
+    def joined(self) -> list[str]:
+        """Each sentence as one string (words joined by spaces): for latency runs and vocabulary counts."""
+        return [" ".join(w) for w in self.texts]
+
+
+def is_token(obj) -> bool:
+    """Whether a split or dataset belongs to the token task."""
+    return getattr(obj, "task", "") == TOKEN_TASK
+
+
+def plain_texts(split) -> list:
+    """Texts as strings whatever the task (a token split's sentences joined by spaces)."""
+    return split.joined() if is_token(split) else list(split.texts)
 
 
 # --------------------------------------------------------------------------------------- reading
@@ -203,7 +227,7 @@ def _split_from(name: str, path: Path, sents, scheme: str, order: list[str], not
         ids.append([index[x] for x in t])
     if repaired:
         notes.append(f"{name}: {repaired} I-X tag(s) opening an entity read as B-X (as conlleval/seqeval do)")
-    return Split(name, words, ids, str(path))
+    return TokenSplit(name, words, ids, str(path))
 
 
 def load_token_dataset(cfg, seed: int) -> Dataset:
@@ -234,9 +258,9 @@ def load_token_dataset(cfg, seed: int) -> Dataset:
         if len(idx) - n_val < 2:
             raise UsageError(f"{train_path}: too few sentences ({len(idx)}) to carve a validation split; give --validation")
         vi, ti = sorted(idx[:n_val]), sorted(idx[n_val:])
-        validation = Split("validation", [train.texts[i] for i in vi], [train.labels[i] for i in vi],
-                           f"{train_path} (carved {n_val} sentences, seed {seed})")
-        train = Split("train", [train.texts[i] for i in ti], [train.labels[i] for i in ti], str(train_path))
+        validation = TokenSplit("validation", [train.texts[i] for i in vi], [train.labels[i] for i in vi],
+                                f"{train_path} (carved {n_val} sentences, seed {seed})")
+        train = TokenSplit("train", [train.texts[i] for i in ti], [train.labels[i] for i in ti], str(train_path))
         notes.append(f"validation carved from train: {n_val} sentences (fraction {cfg.validation_fraction}, seed {seed})")
     test = None
     if cfg.test:
@@ -250,7 +274,7 @@ def load_token_dataset(cfg, seed: int) -> Dataset:
     if cfg.max_eval_samples:
         validation = validation.subset(cfg.max_eval_samples, seed)
         test = test.subset(cfg.max_eval_samples, seed) if test else None
-    return Dataset(train, validation, test, order, False, notes)
+    return Dataset(train, validation, test, order, False, notes, task=TOKEN_TASK)
 
 
 # ------------------------------------------------------------------------------------- alignment
@@ -363,3 +387,155 @@ def f1_drop(gold, pred, ref_pred, resamples: int = 1000, seed: int = 0, level: f
 def gate_positions(arrays_batches_firsts) -> list[np.ndarray]:
     """Masks of real first-sub-token positions for a list of (arrays, firsts) parity batches."""
     return [real_positions(f, a["input_ids"].shape) for a, f in arrays_batches_firsts]
+
+
+# ------------------------------------------------------------------------------ training hooks
+
+def encode_rows(split: Split, encoder, rows) -> tuple[dict, np.ndarray]:
+    """finetune.encode_rows for the token task: arrays and aligned labels (batch, seq), IGNORE off first pieces."""
+    arrays, labels, _ = align([split.texts[j] for j in rows], [split.labels[j] for j in rows], encoder)
+    return arrays, labels
+
+
+def loss(logits, labels):
+    """Cross-entropy over the labelled positions only (IGNORE elsewhere), the mean over those positions."""
+    import torch.nn.functional as F
+
+    logits = logits.float()
+    if not bool((labels != IGNORE).any()):
+        return logits.sum() * 0.0  # a batch with no labelled word (all cut or piece-less) adds nothing
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE)
+
+
+def predict(model, split: Split, encoder, batch_size: int = 64, device=None) -> tuple[list, list]:
+    """(tag ids per word, first-piece positions per sentence) of a PyTorch token classifier over a split."""
+    import torch
+
+    from ..finetune import to_torch
+
+    device = device or next(model.parameters()).device
+    model.eval()
+    ids, firsts = [], []
+    with torch.inference_mode():
+        for i in range(0, len(split), batch_size):
+            arrays, _, f = align(split.texts[i:i + batch_size], split.labels[i:i + batch_size], encoder)
+            pred = model(**to_torch(arrays, device)).logits.float().argmax(-1).cpu().numpy()
+            for row, first in zip(pred, f):
+                ids.append([int(row[p]) if p >= 0 else 0 for p in first])  # 0 is 'O' (tag_order puts it first)
+                firsts.append(first)
+    return ids, firsts
+
+
+def evaluate_model(model, split: Split, encoder, labels: list, batch_size: int = 64, device=None) -> dict:
+    """Entity P/R/F1 (seqeval default mode), per-type report and token accuracy of a PyTorch token classifier."""
+    ids, firsts = predict(model, split, encoder, batch_size, device)
+    o = labels.index("O") if "O" in labels else 0
+    ids = [[t if f >= 0 else o for t, f in zip(row, first)] for row, first in zip(ids, firsts)]
+    gold = [[labels[i] for i in row] for row in split.labels]
+    pred = [[labels[i] for i in row] for row in ids]
+    return {**entity_metrics(gold, pred), "token_accuracy": token_accuracy(split.labels, ids, firsts)}
+
+
+def labels_of(model) -> list[str]:
+    cfg = model.config
+    return [cfg.id2label[i] for i in range(cfg.num_labels)]
+
+
+# -------------------------------------------------------------------------------------- parity
+
+def parity_batches(split: Split, tokenizer_file, max_seq_len: int, seq_lens: list, batch_size: int, n: int):
+    """[(tag, arrays, (firsts, tag ids))]: natural-length batches, then batches padded/cut to each fixed length."""
+    from runtime_py.tokenize import TextEncoder
+
+    m = len(split) if n <= 0 else min(n, len(split))
+    words, tags = split.texts[:m], split.labels[:m]
+    out = []
+    enc = TextEncoder(tokenizer_file, max_seq_len)
+    for i in range(0, m, batch_size):
+        arrays, firsts, _ = encode_words(enc, words[i:i + batch_size])
+        out.append(("natural", arrays, (firsts, tags[i:i + batch_size])))
+    for L in seq_lens:
+        if not 2 <= L <= max_seq_len:
+            continue
+        enc_l = TextEncoder(tokenizer_file, L)
+        for i in range(0, min(m, batch_size * 2), batch_size):
+            arrays, firsts, _ = encode_words(enc_l, words[i:i + batch_size], pad_to=L)
+            out.append((f"len{L}", arrays, (firsts, tags[i:i + batch_size])))
+    return out
+
+
+def _rows(logits_list, sets):
+    return np.concatenate([np.asarray(lg)[real_positions(meta[0], arrays["input_ids"].shape)]
+                           for lg, (_, arrays, meta) in zip(logits_list, sets)])
+
+
+def _word_tags(logits_list, sets, labels, which) -> list[list[str]]:
+    out = []
+    for i in which:
+        _, arrays, (firsts, _) = sets[i]
+        ids = np.asarray(logits_list[i]).argmax(-1)
+        out += [[labels[int(ids[r, p])] if p >= 0 else "O" for p in first] for r, first in enumerate(firsts)]
+    return out
+
+
+def check_artifact(backend, sets, source_logits: list, original_logits: list, gate: dict, labels: list,
+                   original_sets=None) -> dict:
+    """One artifact over the token parity batches: positions vs its source and vs the original, entity F1, a verdict.
+
+    Only first sub-token positions are judged (`compare_rows`: near-tied flips do not count). The F1
+    drop against the original is judged by its paired-bootstrap lower bound over the sentences
+    (`f1_drop`), against the [parity] max_accuracy_drop.
+    """
+    from runtime_py import parity as metrics
+
+    original_sets = original_sets or sets
+    outs = [backend.run(arrays) for _, arrays, _ in sets]
+    by_len: dict = {}
+    for k, (tag, _, _) in enumerate(sets):
+        by_len.setdefault(tag, []).append(k)
+    per_len = {tag: compare_rows(_rows([outs[k] for k in ks], [sets[k] for k in ks]),
+                                 _rows([source_logits[k] for k in ks], [sets[k] for k in ks]), metrics.compare)
+               for tag, ks in by_len.items()}
+    vs_ref = compare_rows(_rows(outs, sets), _rows(source_logits, sets), metrics.compare)
+    nat = by_len.get("natural", [])
+    gold = [[labels[t] for t in row] for k in nat for row in sets[k][2][1]]
+    art_tags = _word_tags(outs, sets, labels, nat)
+    orig_tags = _word_tags(original_logits, original_sets, labels, nat)
+    # Position agreement with the original on the words both see (the original may use another tokenizer).
+    index = {t: i for i, t in enumerate(labels)}
+    a_ids = np.asarray([index.get(t, -1) for row in art_tags for t in row])
+    o_ids = np.asarray([index.get(t, -1) for row in orig_tags for t in row])
+    agree = float((a_ids == o_ids).mean()) if len(a_ids) else 1.0
+    art_m, orig_m = entity_metrics(gold, art_tags), entity_metrics(gold, orig_tags)
+    drop = f1_drop(gold, art_tags, orig_tags)
+    vs_orig = {"top1_agreement": agree, "words": int(len(a_ids)), "f1": art_m["f1"], "original_f1": orig_m["f1"],
+               "accuracy_drop": drop["f1_drop"], "f1_drop": drop["f1_drop"], "f1_drop_lower": drop["f1_drop_lower"],
+               "entities": drop["entities"], "sentences": drop["sentences"]}
+    reasons = [f"vs its PyTorch source: {r} ({vs_ref['positions']} positions, {vs_ref['decisive_flips']} decisive flips, "
+               f"{vs_ref['near_tie_flips']} near-tie flips)" for r in metrics.check(vs_ref, gate["vs_reference"])]
+    g_orig = gate["vs_original"]
+    reasons += [f"vs the original: {r} ({len(a_ids)} words)" for r in metrics.check({"top1_agreement": agree}, {"min_top1": g_orig.get("min_top1", 0.0)})]
+    if "max_accuracy_drop" in g_orig and drop["f1_drop_lower"] > g_orig["max_accuracy_drop"]:
+        reasons.append(f"vs the original: entity F1 drop {drop['f1_drop']:.4f} (95% lower bound {drop['f1_drop_lower']:.4f} "
+                       f"on {drop['entities']} entities, {drop['sentences']} sentences) > {g_orig['max_accuracy_drop']}")
+    return {
+        "passed": not reasons, "reasons": reasons, "examples": len(gold), "batches": len(sets), "seq_lens": sorted(by_len),
+        "vs_reference": vs_ref, "vs_original": vs_orig, "per_length": per_len,
+        "accuracy": art_m["f1"], "original_accuracy": orig_m["f1"], "metric": "entity_f1",
+        "entity_report": art_m["per_type"], "gate": gate,
+    }
+
+
+def golden_payload(words, tag_ids, arrays, firsts, original, references: dict, artifact_logits: dict, labels: list) -> dict:
+    """Golden I/O of a token bundle: sentences (lists of words), gold and original per-word tags, logits (n, seq, tags)."""
+    pred = [[labels[int(original[i, p].argmax())] if p >= 0 else "O" for p in f] for i, f in enumerate(firsts)]
+    return {
+        "texts": [list(w) for w in words],
+        "labels": [[labels[t] for t in row] for row in tag_ids],
+        "label_order": list(labels),
+        "inputs": {k: v.tolist() for k, v in arrays.items()},
+        "original_logits": original.tolist(),
+        "original_predictions": pred,
+        "reference_logits": {k: v.tolist() for k, v in references.items()},
+        "artifact_logits": {k: v.tolist() for k, v in artifact_logits.items()},
+    }
