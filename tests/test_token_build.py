@@ -38,7 +38,7 @@ def ner_build(ner_model_dir, tmp_path_factory) -> Path:
     from toolchain.pipeline import build
 
     out = tmp_path_factory.mktemp("ner-build") / "out"
-    r = ner_recipe(ner_model_dir, out, export={"precisions": ["fp32", "int8"]},
+    r = ner_recipe(ner_model_dir, out, export={"precisions": ["fp32", "fp16", "int8"]},
                    student={"num_layers": 2}, compress={"prune_ffn": 0.25, "prune_importance": "gradient", "importance_batches": 2})
     build(recipe_mod.build(r))
     return out
@@ -53,7 +53,7 @@ def test_build_writes_a_token_bundle(ner_build):
     stages = [s["stage"] for s in summary["stages"]]
     assert "student: prune" in stages and "student: distil" in stages
     keys = {a["artifact"] for a in summary["artifacts"]}
-    assert keys == {"executorch-fp32", "executorch-int8", "onnx-fp32", "onnx-int8"}
+    assert keys == {"executorch-fp32", "executorch-int8", "onnx-fp32", "onnx-fp16", "onnx-int8"}
     for a in summary["artifacts"]:
         assert a["metric"] == "entity_f1" and a["vs_reference"]["positions"] > 0
         assert a["vs_original"]["entities"] == ents["entities"]
@@ -70,7 +70,7 @@ def test_artifacts_give_batch_seq_tags_at_other_shapes(ner_build):
 
     sents = [["Angela", "Merkel", "visited", "Siemens", "in", "Erlangen", "."], ["Prices", "were", "unchanged", "."],
              ["Omar"]]
-    for key in ("onnx-fp32", "executorch-fp32", "onnx-int8", "executorch-int8"):
+    for key in ("onnx-fp32", "executorch-fp32", "onnx-fp16", "onnx-int8", "executorch-int8"):
         m = runtime_py.load(ner_build / "bundle", artifact=key)
         for n in (1, 3):
             arrays, _, _ = encode_words(m.encoder, sents[:n])
@@ -84,7 +84,7 @@ def test_verify_predict_and_runtime(ner_build, tmp_path):
 
     p = run_cli("verify", ner_build / "bundle")
     assert p.returncode == 0, p.stdout + p.stderr
-    assert p.stdout.count("PASS") >= 4
+    assert p.stdout.count("PASS") >= 5
     m = runtime_py.load(ner_build / "bundle")
     text = "Angela Merkel visited the Siemens plant in Erlangen."
     [ents] = m.entities([text])

@@ -298,3 +298,34 @@ def test_long_text_is_cut_and_words_past_the_cut_are_O(tmp_path):
     assert len(spans[0]) == 12 and int((firsts[0] >= 0).sum()) < 12
     preds = RT.word_predictions(np.zeros((1, 8, 2)), firsts, ["O", "B-LOC"])[0]
     assert preds[-1][0] == "O" and preds[-1][1] != preds[-1][1]  # no prediction: O with a NaN score
+
+
+def test_token_distillation_soft_targets_at_real_positions(tmp_path):
+    """Teacher logits are cached per sentence at its own length and padded back per batch; the soft loss
+    reads labelled positions only, so a student identical to its teacher has zero soft loss."""
+    import copy
+
+    import torch
+    from transformers import BertConfig, BertForTokenClassification
+
+    from toolchain.compress.distill import DistillConfig, Distiller
+
+    enc = TextEncoder(make_tokenizer(tmp_path, True), 32)
+    torch.manual_seed(0)
+    teacher = BertForTokenClassification(BertConfig(vocab_size=enc.tokenizer.get_vocab_size(), hidden_size=16, num_hidden_layers=2,
+                                                    num_attention_heads=2, intermediate_size=32, num_labels=3)).eval()
+    student = copy.deepcopy(teacher)
+    d = Distiller(teacher, student, DistillConfig(temperature=2.0, alpha=0.5))
+    short, long_ = ["Merkel", "visited"], ["Angela", "Merkel", "visited", "the", "Siemens", "plant"]
+    for batch in ([short], [short, long_]):  # the short sentence padded two ways: one cache entry
+        arrays, labels, _ = T.align(batch, [[1, 0], [1, 2, 0, 0, 1, 0]][:len(batch)], enc)
+        inputs = {k: torch.from_numpy(v) for k, v in arrays.items()}
+        out = student(**inputs)
+        loss = d(student, inputs, torch.from_numpy(labels), out)
+        assert torch.isfinite(loss)
+        assert d.history[-1]["soft"] == pytest.approx(0.0, abs=1e-6)
+        t = d.teacher_logits(inputs)
+        assert t.shape == out.logits.shape
+        real = torch.from_numpy(labels != T.IGNORE)
+        assert torch.allclose(t[real], out.logits[real], atol=1e-5)
+    assert len(d.cache) == 2
