@@ -85,7 +85,7 @@ def build_student(args, original, data, encoder, layers: int, variant: str, teac
 
     from toolchain.compress import prune
     from toolchain.compress.distill import DistillConfig, Distiller
-    from toolchain.compress.stage import _Null
+    from contextlib import nullcontext as _Null
     from toolchain.compress.truncate import truncate
     from toolchain.finetune import batches, to_torch, train
 

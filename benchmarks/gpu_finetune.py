@@ -1,6 +1,6 @@
 """GPU fine-tuning proof: the embedded all-MiniLM-L6-v2 on SST-2 with mixed precision, next to the CPU figure.
 
-The original is trained with `toolformer finetune` (toolchain.finetune.finetune_original, i.e. Accelerate,
+The original is trained with `toolformer finetune` (toolchain.pipeline.finetune, i.e. Accelerate,
 bf16 autocast on GPUs that have it, else fp16 with a gradient scaler) on a GPU machine; the checkpoint
 comes back and is exported, parity-checked, bundled and verified here on the CPU. Four steps:
 
@@ -89,7 +89,7 @@ def _recipe(data_dir: Path, model_dir: Path, out: Path, device: str, epochs: flo
 
 def _finetune(args, device: str, data_dir: Path, model_fp16: Path, work: Path) -> tuple[dict, Path]:
     """Widen the carried weights to fp32, fine-tune with `toolformer finetune`'s code, return its figures."""
-    from toolchain.finetune import finetune_original
+    from toolchain.pipeline import finetune as finetune_original
 
     model_dir = work / "minilm-fp32"
     _cast_weights(model_fp16, model_dir, "float32")

@@ -12,7 +12,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from .bundle import BundleError, sha256_file
+from .bundle import BundleError, atomic_write, sha256_file
 
 
 def _cache_root() -> Path:
@@ -34,7 +34,6 @@ def pack(bundle_dir: str | Path, dest: str | Path, level: int = 19) -> Path:
             with open(p, "rb") as f:
                 tar.addfile(info, f)
     raw = buf.getvalue()
-    tmp = dest.with_name(dest.name + ".partial")
     if dest.name.endswith(".tar.zst"):
         import zstandard
 
@@ -45,9 +44,7 @@ def pack(bundle_dir: str | Path, dest: str | Path, level: int = 19) -> Path:
         data = gzip.compress(raw, compresslevel=9, mtime=0)
     else:
         raise BundleError(f"{dest}: archive name must end in .tar.zst or .tar.gz")
-    tmp.write_bytes(data)
-    tmp.replace(dest)
-    return dest
+    return atomic_write(dest, data)
 
 
 def _open_tar(archive: Path) -> tarfile.TarFile:

@@ -4,7 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-FILE_SUFFIX = {"executorch": ".pte", "onnx": ".onnx"}
+from .errors import DelegationError, ExportError
+from .formats import FILE_SUFFIX, INT8_MODES, SUFFIX_FORMAT
+
+__all__ = ["DelegationError", "ExportError", "FILE_SUFFIX", "INT8_MODES", "SUFFIX_FORMAT", "Target", "get"]
 
 
 @dataclass(frozen=True)
@@ -20,17 +23,17 @@ def get(name: str, precision: str = "fp32") -> Target:
     if precision == "int8" and name == "executorch":
         from . import quant_executorch as mod
 
-        return Target(name, mod.ExecuTorchInt8Config, mod.export, ".pte")
+        return Target(name, mod.ExecuTorchInt8Config, mod.export, FILE_SUFFIX[name])
     if precision == "int8" and name == "onnx":
         from . import quant_onnx as mod
 
-        return Target(name, mod.OnnxInt8Config, mod.export, ".onnx")
+        return Target(name, mod.OnnxInt8Config, mod.export, FILE_SUFFIX[name])
     if name == "executorch":
         from . import executorch as mod
 
-        return Target(name, mod.ExecuTorchConfig, mod.export, ".pte")
+        return Target(name, mod.ExecuTorchConfig, mod.export, FILE_SUFFIX[name])
     if name == "onnx":
         from . import onnx as mod
 
-        return Target(name, mod.OnnxConfig, mod.export, ".onnx")
-    raise KeyError(f"unknown target {name!r}; known: {', '.join(FILE_SUFFIX)}")
+        return Target(name, mod.OnnxConfig, mod.export, FILE_SUFFIX[name])
+    raise ExportError(f"unknown target {name!r}; known: {', '.join(FILE_SUFFIX)}")

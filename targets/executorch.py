@@ -4,13 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import DelegationError, ExportError
+
 # Compute ops that must run inside XNNPACK; finding one outside the delegate is a failed export.
 MATMUL_OPS = ("aten.linear", "aten.mm", "aten.addmm", "aten.bmm", "aten.matmul", "aten.baddbmm",
               "aten.convolution", "quantized_decomposed", "torchao.")
-
-
-class DelegationError(RuntimeError):
-    """Matmul work left outside the XNNPACK delegate."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +39,14 @@ def delegation_summary(exported_program) -> dict:
     return {"delegate_calls": delegates, "ops_outside": outside, "undelegated_matmuls": undelegated}
 
 
+def program_constants(model, max_seq_len: int, metadata: dict | None = None) -> dict:
+    """The constant methods every .pte carries (fp32, int8, debug twins): max_seq_len, num_labels and
+    the numeric metadata entries (an app reads them without the manifest)."""
+    constants = {"max_seq_len": int(max_seq_len), "num_labels": int(model.config.num_labels)}
+    constants.update({k: v for k, v in (metadata or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    return constants
+
+
 def export(model, path: str | Path, cfg: ExecuTorchConfig, metadata: dict | None = None) -> dict:
     """Lower `model` (BertForSequenceClassification) to an XNNPACK .pte at `path`; returns export facts."""
     import torch
@@ -52,15 +58,12 @@ def export(model, path: str | Path, cfg: ExecuTorchConfig, metadata: dict | None
     if cfg.precision == "fp16":
         # Measured with executorch 1.5.1 on x86: XNNPACK's fp16 path gave identical logits for every
         # input of a BERT (wrong), so fp16 weights are offered for ONNX only (targets/fp16.py).
-        raise ValueError("fp16 is not supported for ExecuTorch (XNNPACK fp16 produced wrong outputs on x86); use it with onnx")
+        raise ExportError("fp16 is not supported for ExecuTorch (XNNPACK fp16 produced wrong outputs on x86); use it with onnx")
     if cfg.precision != "fp32":
-        raise ValueError(f"ExecuTorch precision {cfg.precision!r} is not available in this build (fp32 only)")
+        raise ExportError(f"ExecuTorch precision {cfg.precision!r} is not available in this build (fp32 only)")
     ep, _ = export_program(model, cfg.max_batch, cfg.max_seq_len)
-    constants = {"max_seq_len": int(cfg.max_seq_len), "num_labels": int(model.config.num_labels)}
-    for k, v in (metadata or {}).items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            constants[k] = v
-    edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()], constant_methods=constants)
+    edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()],
+                                       constant_methods=program_constants(model, cfg.max_seq_len, metadata))
     summary = delegation_summary(edge.exported_program())
     if summary["delegate_calls"] == 0 or summary["undelegated_matmuls"]:
         raise DelegationError(f"XNNPACK did not take all matmul work: {summary['delegate_calls']} delegate calls, left outside: {summary['undelegated_matmuls']}")

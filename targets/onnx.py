@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import ExportError
+
 
 @dataclass(frozen=True)
 class OnnxConfig:
@@ -23,7 +25,7 @@ def export(model, path: str | Path, cfg: OnnxConfig, metadata: dict | None = Non
     from .wrapper import EdgeClassifier, dynamic_shapes, example_inputs
 
     if cfg.precision not in ("fp32", "fp16"):
-        raise ValueError(f"ONNX precision {cfg.precision!r} is not available in this build (fp32, fp16)")
+        raise ExportError(f"ONNX precision {cfg.precision!r} is not available in this build (fp32, fp16)")
     wrapper = EdgeClassifier(model).eval()
     args = example_inputs(2, min(16, cfg.max_seq_len), model.config.vocab_size)
     path = Path(path)

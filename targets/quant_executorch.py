@@ -19,9 +19,10 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .executorch import DelegationError  # one error for matmul work left outside XNNPACK, fp32 or int8
+from .errors import DelegationError, ExportError  # one error for matmul work left outside XNNPACK, fp32 or int8
+from .executorch import program_constants
+from .formats import INT8_MODES as MODES
 
-MODES = ("static", "dynamic")
 # Tapped in the debug twin: the outputs that mark each sub-layer of a BERT block.
 TAPPED_OPS = ("aten.linear.default", "aten.layer_norm.default")
 # Ops that must not run outside XNNPACK in an int8 program (a quantized linear left outside, or the
@@ -42,9 +43,9 @@ class ExecuTorchInt8Config:
 
     def __post_init__(self):
         if self.mode not in MODES:
-            raise ValueError(f"ExecuTorch int8 mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+            raise ExportError(f"ExecuTorch int8 mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.precision != "int8":
-            raise ValueError(f"ExecuTorchInt8Config is for int8, got precision {self.precision!r}")
+            raise ExportError(f"ExecuTorchInt8Config is for int8, got precision {self.precision!r}")
 
 
 def _to_tensors(arrays: dict):
@@ -80,7 +81,7 @@ def quantize_program(model, cfg: ExecuTorchInt8Config, calibration: list | None)
     from .wrapper import EdgeClassifier, dynamic_shapes, example_inputs
 
     if cfg.mode == "static" and not calibration:
-        raise ValueError("static int8 needs calibration text (token arrays of real task text)")
+        raise ExportError("static int8 needs calibration text (token arrays of real task text)")
     # A private copy: the source model keeps its fp32 tables, attention implementation and padding_idx.
     wrapper = EdgeClassifier(copy.deepcopy(model).cpu().eval()).eval()
     tables = _int8_embeddings_(wrapper) if cfg.int8_embeddings else 0
@@ -196,14 +197,6 @@ def lower(ep, constants: dict, taps: bool = False):
     return program, report, tap_list
 
 
-def _constants(model, cfg, metadata: dict | None) -> dict:
-    constants = {"max_seq_len": int(cfg.max_seq_len), "num_labels": int(model.config.num_labels)}
-    for k, v in (metadata or {}).items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            constants[k] = v
-    return constants
-
-
 def twin_paths(path: str | Path) -> tuple[Path, Path]:
     """Where the debug twin of artifact `path` and its tap list live."""
     path = Path(path)
@@ -223,7 +216,7 @@ def export(model, path: str | Path, cfg: ExecuTorchInt8Config, metadata: dict | 
            calibration: list | None = None) -> dict:
     """Quantize `model` to int8, lower it to an XNNPACK .pte at `path`, check delegation; returns export facts."""
     qep, facts = quantize_program(model, cfg, calibration)
-    constants = _constants(model, cfg, metadata)
+    constants = program_constants(model, cfg.max_seq_len, metadata)
     program, report, _ = lower(qep, constants)
     check_delegation(report)
     path = Path(path)
@@ -240,6 +233,4 @@ def export_fp32_twin(model, path: str | Path, max_batch: int, max_seq_len: int, 
     from .wrapper import export_program
 
     ep, _ = export_program(copy.deepcopy(model).cpu().eval(), max_batch, max_seq_len)
-    constants = {"max_seq_len": int(max_seq_len), "num_labels": int(model.config.num_labels)}
-    constants.update({k: v for k, v in (metadata or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
-    return write_twin(ep, path, constants, {"config": {"precision": "fp32"}})
+    return write_twin(ep, path, program_constants(model, max_seq_len, metadata), {"config": {"precision": "fp32"}})

@@ -19,7 +19,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-MODES = ("dynamic", "static")
+from .errors import ExportError
+from .formats import INT8_MODES as MODES
+
 # ONNX Runtime's quantize_static guidance: (activation type, weight type, reduce_range).
 PRESETS = {
     "x86-vnni": ("QUInt8", "QInt8", False),  # VNNI accumulates u8×s8 without saturation
@@ -46,11 +48,11 @@ class OnnxInt8Config:
 
     def __post_init__(self):
         if self.mode not in MODES:
-            raise ValueError(f"ONNX int8 mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+            raise ExportError(f"ONNX int8 mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.preset not in PRESETS:
-            raise ValueError(f"ONNX int8 preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+            raise ExportError(f"ONNX int8 preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         if self.precision != "int8":
-            raise ValueError(f"OnnxInt8Config is for int8, got precision {self.precision!r}")
+            raise ExportError(f"OnnxInt8Config is for int8, got precision {self.precision!r}")
 
 
 def _scopes(node, key: str) -> list:
@@ -104,8 +106,10 @@ def _reader(batches: list, names: list):
 def _optimize(src: Path, dst: Path, config) -> dict:
     from onnxruntime.transformers.optimizer import optimize_model
 
+    from toolchain.families import of as family_of
+
     # opt_level 0: the Python fusions only, so the graph stays free of CPU-specific ORT kernels.
-    opt = optimize_model(str(src), model_type="bert", num_heads=int(config.num_attention_heads),
+    opt = optimize_model(str(src), model_type=family_of(config).ort_model_type, num_heads=int(config.num_attention_heads),
                          hidden_size=int(config.hidden_size), opt_level=0)
     opt.save_model_to_file(str(dst))
     return {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
@@ -121,7 +125,7 @@ def export(model, path: str | Path, cfg: OnnxInt8Config, metadata: dict | None =
     from .onnx import export as export_fp32
 
     if cfg.mode == "static" and not calibration:
-        raise ValueError("static int8 needs calibration text (token arrays of real task text)")
+        raise ExportError("static int8 needs calibration text (token arrays of real task text)")
     act_type, weight_type, reduce_range = PRESETS[cfg.preset]
     path = Path(path)
     facts = {"mode": cfg.mode, "per_channel": cfg.per_channel, "preset": cfg.preset, "reduce_range": reduce_range,

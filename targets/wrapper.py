@@ -10,32 +10,29 @@ import torch
 
 
 class EdgeClassifier(torch.nn.Module):
-    """(input_ids, attention_mask, token_type_ids) int64 → logits float32, for BertForSequenceClassification."""
+    """(input_ids, attention_mask, token_type_ids) int64 → logits float32, for a sequence classifier of any
+    registered family (toolchain/families: where the embeddings, layers and head live). A family whose
+    model takes no token types ignores that input (the graph keeps one signature for every family)."""
 
-    def __init__(self, model):
+    def __init__(self, model, family=None):
         super().__init__()
-        if not hasattr(model, "bert") or not hasattr(model, "classifier"):
-            raise TypeError("EdgeClassifier needs a BertForSequenceClassification-shaped model")
+        from toolchain.families import of as family_of
+
+        self.family = family or family_of(model)
         model.set_attn_implementation("eager")
         self.model = model
-        self.token = type(model).__name__.endswith("ForTokenClassification")
         self.eval()
 
     def forward(self, input_ids, attention_mask, token_type_ids):
-        bert = self.model.bert
-        hidden = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+        fam = self.family
+        hidden = fam.embed(self.model, {"input_ids": input_ids, "token_type_ids": token_type_ids})
         mask = attention_mask[:, None, None, :].to(hidden.dtype)
         # -1e4 rather than finfo.min: large enough to zero masked keys after softmax, small
         # enough to stay finite in fp16 and to quantize sanely.
         additive = (1.0 - mask) * -10000.0
-        for layer in bert.encoder.layer:
-            hidden = layer(hidden, additive)
-            if isinstance(hidden, tuple):
-                hidden = hidden[0]
-        if self.token:  # *ForTokenClassification: logits (batch, seq, tags) from every position
-            return self.model.classifier(self.model.dropout(hidden))
-        pooled = bert.pooler(hidden) if bert.pooler is not None else hidden[:, 0]
-        return self.model.classifier(self.model.dropout(pooled))
+        for layer in fam.layers(self.model):
+            hidden = fam.run_layer(layer, hidden, additive)
+        return fam.classify(self.model, hidden)
 
 
 def example_inputs(batch: int = 2, seq: int = 16, vocab: int = 100):

@@ -13,7 +13,7 @@ from importlib.metadata import version
 
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 from toolchain import arm64
 from toolchain import recipe as recipe_mod
 from toolchain.errors import UsageError

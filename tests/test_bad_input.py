@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SAMPLES, run_cli, tiny_recipe_dict
+from helpers import SAMPLES, run_cli, tiny_recipe_dict
 
 HEADER = "text,label\n"
 

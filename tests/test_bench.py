@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import ROOT, run_cli
+from helpers import ROOT, run_cli
 from toolchain.bench import ROW_FIELDS, real_inputs
 from toolchain.cli import main
 

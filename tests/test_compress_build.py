@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import run_cli, tiny_recipe_dict
+from helpers import run_cli, tiny_recipe_dict
 
 COMPRESS = {"prune_heads": 0.5, "prune_ffn": 0.5, "prune_steps": 2, "recovery_epochs": 1.0, "sparsity": 0.3,
             "prune_vocab": True, "prune_positions": True, "archive": "zst", "hidden_weight": 1.0, "attention_weight": 1.0}

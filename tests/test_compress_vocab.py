@@ -106,7 +106,7 @@ def test_position_rows_past_max_seq_len_are_dropped_without_changing_logits(prun
 def test_minilm_vocabulary_pruned_on_sst2_train_keeps_dev_logits(tmp_path):
     """Real tokenizer and weights: ids renumbered (specials move from 100-103), logits unchanged
     for every dev sentence whose tokens all occur in train, [UNK] for the rest exactly as at runtime."""
-    from conftest import SHARED_DATA
+    from helpers import SHARED_DATA
     from runtime_py.tokenize import TextEncoder
     from toolchain import model as model_mod
     from toolchain.compress import vocab

@@ -6,7 +6,7 @@ import shutil
 
 import torch
 
-from conftest import SAMPLES, run_cli
+from helpers import SAMPLES, run_cli
 
 PERTURBED = "bert.encoder.layer.1.intermediate.dense"
 

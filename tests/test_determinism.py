@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import onnx_recipe_dict
+from helpers import onnx_recipe_dict
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, make_tiny_model_dir, run_cli, tiny_recipe_dict
+from helpers import ROOT, make_tiny_model_dir, run_cli, tiny_recipe_dict
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +220,7 @@ def test_two_process_build_matches_one_process_and_writes_once(still_model_dir, 
 def test_finetune_command_writes_a_loadable_checkpoint(still_model_dir, tmp_path):
     from toolchain import model as model_mod
     from toolchain import recipe as recipe_mod
-    from toolchain.finetune import finetune_original
+    from toolchain.pipeline import finetune as finetune_original
 
     r = recipe_mod.build(tiny_recipe_dict(still_model_dir, tmp_path / "unused", train={"epochs": 1.0}))
     out = tmp_path / "ckpt"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli, tiny_recipe_dict
+from helpers import run_cli, tiny_recipe_dict
 
 TEXTS = ["how do I reset my password", "my card was charged twice for one order", "where is my parcel"]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, onnx_recipe_dict, run_cli
+from helpers import ROOT, onnx_recipe_dict, run_cli
 
 
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 import runtime_py
 from toolchain.cli import main
 
-from conftest import ROOT, run_cli
+from helpers import ROOT, run_cli
 
 
 def test_build_writes_every_output(tiny_build):
@@ -111,7 +111,7 @@ def test_every_command_has_fast_help():
 
 
 def test_gate_failure_exits_1_without_bundle(tiny_model_dir, tmp_path):
-    from conftest import tiny_recipe_dict
+    from helpers import tiny_recipe_dict
     from toolchain import recipe as R
 
     d = tiny_recipe_dict(tiny_model_dir, tmp_path / "out", export={"targets": ["onnx"]},

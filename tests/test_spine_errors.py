@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from toolchain.cli import main
 
-from conftest import SAMPLES
+from helpers import SAMPLES
 
 
 @pytest.fixture

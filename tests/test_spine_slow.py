@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from conftest import SAMPLES, run_cli
+from helpers import SAMPLES, run_cli
 
 
 @pytest.mark.slow

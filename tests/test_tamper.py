@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import run_cli
+from helpers import run_cli
 
 ONNX = "model-onnx-fp32.onnx"
 PTE = "model-executorch-fp32.pte"

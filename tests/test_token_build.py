@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_tiny_model_dir, run_cli, tiny_recipe_dict
+from helpers import make_tiny_model_dir, run_cli, tiny_recipe_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 NER = ROOT / "samples" / "ner_tiny"

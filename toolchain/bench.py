@@ -17,18 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UsageError
+from targets import SUFFIX_FORMAT
+
+from .errors import BenchError, UsageError
 
 # The figures every row carries (the JSON and the table are built from these).
 ROW_FIELDS = ("name", "format", "precision", "batch", "seq_len", "p50_ms", "p90_ms", "p99_ms",
               "throughput", "load_ms", "peak_rss_mb", "bytes")
 DEFAULT_SEQ_LENS = (16, 32, 64, 128)
 DEFAULT_BATCHES = (1, 8)
-SUFFIX_FORMAT = {".onnx": "onnx", ".pte": "executorch"}
-
-
-class BenchError(UsageError):
-    """A subject could not be loaded or run at a requested shape."""
 
 
 @dataclass(frozen=True)
@@ -392,11 +389,11 @@ def format_table(rows: list) -> str:
 
 def write_json(rows: list, path: str | Path) -> None:
     """Write the rows atomically: a reader never sees a half-written file."""
+    from runtime_py.bundle import atomic_write
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    atomic_write(path, json.dumps(rows, indent=2) + "\n")
 
 
 def machine_line(threads: int) -> str:

@@ -8,31 +8,72 @@ import sys
 
 import click
 
+from targets import FILE_SUFFIX
+
 
 def _fail(msg: str, code: int) -> None:
     click.echo(f"error: {msg}", err=True)
     sys.exit(code)
 
 
+def exit_code(e: BaseException) -> int:
+    """The one place errors become exit codes: 2 bad input, 1 a failed gate or a crash, 130 interrupted.
+
+    ToolformerError subclasses (toolchain/errors.py) carry their own code (UsageError, RecipeError,
+    DataError, FamilyError, CompressError: 2; GateError, BenchError: 1). The lower layers keep their
+    own types: targets' DelegationError (an artifact that must not ship) is 1, any other ExportError
+    (an export the settings do not allow) 2, runtime_py's BundleError (an unreadable bundle) 2.
+    Anything else is an internal error: 1, never 2.
+    """
+    from runtime_py.bundle import BundleError
+    from targets.errors import DelegationError, ExportError
+
+    from .errors import ToolformerError
+
+    if isinstance(e, ToolformerError):
+        return e.exit_code
+    if isinstance(e, KeyboardInterrupt):
+        return 130
+    if isinstance(e, DelegationError):
+        return 1
+    if isinstance(e, (ExportError, BundleError)):
+        return 2
+    return 1
+
+
+def _message(e: BaseException) -> str:
+    from .errors import ToolformerError
+
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted (an interrupted build continues with `toolformer build --resume` and the same arguments)"
+    if isinstance(e, MemoryError):
+        return "out of memory; lower train.batch_size or train.max_seq_len"
+    from runtime_py.bundle import BundleError
+    from targets.errors import ExportError
+
+    if isinstance(e, (ToolformerError, ExportError, BundleError)):
+        return str(e)
+    text = str(e).strip()
+    # A crash of ours, not something the input can fix: say so on one line (the traceback on request).
+    first = text.splitlines()[0] if text else ""
+    return f"internal error: {type(e).__name__}{': ' + first if first else ''} (set TOOLFORMER_TRACEBACK=1 for the traceback)"
+
+
 def handle_errors(fn):
-    """Turn expected failures into one line on stderr and an exit code (2 bad input, 1 gate)."""
+    """Turn every failure into one line on stderr and its exit code (see `exit_code`)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from runtime_py.bundle import BundleError
-
-        from .errors import ToolformerError
-
         try:
             return fn(*args, **kwargs)
-        except ToolformerError as e:
-            _fail(str(e), e.exit_code)
-        except BundleError as e:
-            _fail(str(e), 2)
-        except KeyboardInterrupt:
-            _fail("interrupted (an interrupted build continues with `toolformer build --resume` and the same arguments)", 130)
-        except MemoryError:
-            _fail("out of memory; lower train.batch_size or train.max_seq_len", 1)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # click's own usage errors and exits keep click's handling
+        except (Exception, KeyboardInterrupt) as e:
+            if os.environ.get("TOOLFORMER_TRACEBACK") and exit_code(e) == 1:
+                import traceback
+
+                traceback.print_exc()
+            _fail(_message(e), exit_code(e))
 
     return wrapper
 
@@ -51,33 +92,73 @@ def _columns(value):
     return [c.strip() for c in value.split(",") if c.strip()] if value else None
 
 
+# Recipe keys that commands take as named options: name → (flags, click settings, (section, key)).
+_RECIPE_OPTIONS = {
+    "model": (("--model",), {"help": "Hugging Face model directory or hub id (default: embedded all-MiniLM-L6-v2)."}, ("model", "path")),
+    "train_file": (("--train", "train_file"), {"help": "Training data (CSV, TSV or JSONL)."}, ("data", "train")),
+    "validation": (("--validation",), {"help": "Validation data (default: carved from train)."}, ("data", "validation")),
+    "test": (("--test",), {"help": "Test data, scored at the end."}, ("data", "test")),
+    "text_column": (("--text-column",), {"help": "Text column; comma-separated alternatives (e.g. sentence,content)."}, ("data", "text_column")),
+    "text_pair_column": (("--text-pair-column",), {"help": "Second text column for sentence-pair tasks."}, ("data", "text_pair_column")),
+    "label_column": (("--label-column",), {"help": "Label column."}, ("data", "label_column")),
+    "task": (("--task",), {"type": click.Choice(["sequence-classification", "token-classification"]),
+                           "help": "sequence-classification (default: one label per text) or token-classification (one tag per word)."},
+             ("data", "task")),
+    "num_layers": (("--num-layers",), {"type": int, "help": "Transformer layers in the student (0 = ship the original)."}, ("student", "num_layers")),
+    "max_seq_len": (("--max-seq-len",), {"type": int, "help": "Token limit (longer texts are truncated)."}, ("train", "max_seq_len")),
+    "device": (("--device",), {"help": "Where training runs: auto (CUDA when present), cpu, cuda or cuda:N."}, ("train", "device")),
+    "trust_remote_code": (("--trust-remote-code",), {"is_flag": True, "default": None,
+                                                     "help": "Let a checkpoint's own Python code (config auto_map) run; off by default."},
+                          ("model", "trust_remote_code")),
+}
+_COLUMN_OPTIONS = ("text_column", "text_pair_column", "label_column")
+
+
+def recipe_options(*names, **helps):
+    """Add the named recipe options (`_RECIPE_OPTIONS`) and `--set` to a command; `helps` rewords one for it.
+
+    The command receives them as keyword arguments; `recipe_overrides` turns them into overrides."""
+
+    def deco(fn):
+        opts = []
+        for name in names:
+            flags, settings, _ = _RECIPE_OPTIONS[name]
+            opts.append(click.option(*flags, **{**settings, **({"help": helps[name]} if name in helps else {})}))
+        opts.append(click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any recipe key (repeatable)."))
+        for opt in reversed(opts):
+            fn = opt(fn)
+        return fn
+
+    return deco
+
+
+def recipe_overrides(opts: dict) -> dict:
+    """Recipe overrides from a command's `--set`s and the named options it was given (taken out of `opts`)."""
+    from . import recipe as recipe_mod
+
+    over = recipe_mod.parse_set(opts.pop("sets", ()))
+    for name, (_, _, (sec, key)) in _RECIPE_OPTIONS.items():
+        val = opts.pop(name, None)
+        if name in _COLUMN_OPTIONS:
+            val = _columns(val)
+        if val is not None:
+            over.setdefault(sec, {})[key] = val
+    return over
+
+
 @main.command()
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False))
-@click.option("--model", help="Hugging Face model directory or hub id (default: embedded all-MiniLM-L6-v2).")
-@click.option("--train", "train_file", help="Training data (CSV, TSV or JSONL).")
-@click.option("--validation", help="Validation data (default: carved from train).")
-@click.option("--test", help="Test data, scored at the end.")
-@click.option("--text-column", help="Text column; comma-separated alternatives (e.g. sentence,content).")
-@click.option("--text-pair-column", help="Second text column for sentence-pair tasks.")
-@click.option("--label-column", help="Label column.")
-@click.option("--task", type=click.Choice(["sequence-classification", "token-classification"]),
-              help="sequence-classification (default: one label per text) or token-classification (one tag per word).")
-@click.option("--num-layers", type=int, help="Transformer layers in the student (0 = ship the original).")
+@recipe_options("model", "train_file", "validation", "test", "text_column", "text_pair_column", "label_column", "task",
+                "num_layers", "max_seq_len", "device", "trust_remote_code")
 @click.option("--epochs", type=float, help="Epochs for the original and the student.")
-@click.option("--max-seq-len", type=int, help="Token limit (longer texts are truncated).")
 @click.option("--out", help="Output directory.")
-@click.option("--device", help="Where training runs: auto (CUDA when present), cpu, cuda or cuda:N.")
-@click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any recipe key (repeatable).")
 @click.option("--force", is_flag=True, help="Replace an existing output directory once the new build is complete.")
-@click.option("--trust-remote-code", is_flag=True, default=None,
-              help="Let a checkpoint's own Python code (config auto_map) run; off by default.")
 @click.option("--resume", is_flag=True,
               help="Continue an interrupted build (same recipe and flags) from .OUT.partial: finished stages are "
                    "reused, fine-tuning restarts from its last epoch checkpoint.")
 @compress_options
 @handle_errors
-def build(recipe, model, train_file, validation, test, text_column, text_pair_column, label_column, task,
-          num_layers, epochs, max_seq_len, out, device, sets, force, trust_remote_code, resume, **compress_flags):
+def build(recipe, epochs, out, force, resume, **opts):
     """Fine-tune, truncate, export, check parity and write OUT/bundle.
 
     With no arguments: the embedded model on the sample data in samples/.
@@ -85,28 +166,17 @@ def build(recipe, model, train_file, validation, test, text_column, text_pair_co
     """
     from . import recipe as recipe_mod
 
-    over = recipe_mod.parse_set(sets)
-    flags = {
-        ("model", "path"): model, ("data", "train"): train_file, ("data", "validation"): validation,
-        ("data", "test"): test, ("data", "text_column"): _columns(text_column),
-        ("data", "text_pair_column"): _columns(text_pair_column), ("data", "label_column"): _columns(label_column),
-        ("student", "num_layers"): num_layers, ("train", "max_seq_len"): max_seq_len, ("train", "device"): device,
-        ("model", "trust_remote_code"): trust_remote_code, ("data", "task"): task,
-    }
-    for (sec, key), val in flags.items():
-        if val is not None:
-            over.setdefault(sec, {})[key] = val
+    over = recipe_overrides(opts)
     if epochs is not None:
         over.setdefault("train", {})["epochs"] = epochs
         over.setdefault("student", {})["epochs"] = epochs
     if out is not None:
         over["out"] = out
-    apply_flags(over, compress_flags)
+    apply_flags(over, opts)
     r = recipe_mod.load(recipe, over)
 
-    from .pipeline import build as run_build
-
     from .distributed import finish
+    from .pipeline import build as run_build
 
     try:
         summary = run_build(r, force=force, resume=resume)
@@ -228,20 +298,12 @@ def bench(target, threads, batch_sizes, seq_lens, iters, warmup, only, original,
 @main.command()
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False))
 @click.option("--out", required=True, help="Checkpoint directory to write (Hugging Face layout).")
-@click.option("--model", help="Hugging Face model directory or hub id (default: embedded all-MiniLM-L6-v2).")
-@click.option("--train", "train_file", help="Training data (CSV, TSV or JSONL).")
-@click.option("--validation", help="Validation data (default: carved from train).")
-@click.option("--text-column", help="Text column; comma-separated alternatives (e.g. sentence,content).")
-@click.option("--text-pair-column", help="Second text column for sentence-pair tasks.")
-@click.option("--label-column", help="Label column.")
+@recipe_options("model", "train_file", "validation", "text_column", "text_pair_column", "label_column", "task", "max_seq_len", "device",
+                device="auto (CUDA when present), cpu, cuda or cuda:N.")
 @click.option("--epochs", type=float, help="Epochs.")
-@click.option("--max-seq-len", type=int, help="Token limit (longer texts are truncated).")
-@click.option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")
-@click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any recipe key (repeatable).")
 @click.option("--force", is_flag=True, help="Replace an existing OUT once the new checkpoint is complete.")
 @handle_errors
-def finetune(recipe, out, model, train_file, validation, text_column, text_pair_column, label_column, epochs,
-             max_seq_len, device, sets, force):
+def finetune(recipe, out, epochs, force, **opts):
     """Fine-tune only the original into OUT (a Hugging Face checkpoint with tokenizer and train_result.json).
 
     Train where the GPUs are (also under `accelerate launch` / `torchrun`), then compress and export
@@ -249,20 +311,13 @@ def finetune(recipe, out, model, train_file, validation, text_column, text_pair_
     """
     from . import recipe as recipe_mod
 
-    over = recipe_mod.parse_set(sets)
-    flags = {
-        ("model", "path"): model, ("data", "train"): train_file, ("data", "validation"): validation,
-        ("data", "text_column"): _columns(text_column), ("data", "text_pair_column"): _columns(text_pair_column),
-        ("data", "label_column"): _columns(label_column), ("train", "epochs"): epochs,
-        ("train", "max_seq_len"): max_seq_len, ("train", "device"): device,
-    }
-    for (sec, key), val in flags.items():
-        if val is not None:
-            over.setdefault(sec, {})[key] = val
+    over = recipe_overrides(opts)
+    if epochs is not None:
+        over.setdefault("train", {})["epochs"] = epochs
     r = recipe_mod.load(recipe, over)
 
     from .distributed import finish
-    from .finetune import finetune_original
+    from .pipeline import finetune as finetune_original
 
     try:
         res = finetune_original(r, out, force=force)
@@ -278,22 +333,16 @@ def finetune(recipe, out, model, train_file, validation, text_column, text_pair_
 @main.command()
 @click.argument("checkpoint", type=click.Path())
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False))
-@click.option("--train", "train_file", help="Training data (default: the data of the checkpoint's recipe.toml).")
-@click.option("--validation", help="Validation data.")
-@click.option("--test", help="Test data, scored at the end.")
-@click.option("--text-column", help="Text column; comma-separated alternatives.")
-@click.option("--text-pair-column", help="Second text column for sentence-pair tasks.")
-@click.option("--label-column", help="Label column.")
-@click.option("--num-layers", type=int, help="Transformer layers kept in the student (0 = all).")
+@recipe_options("train_file", "validation", "test", "text_column", "text_pair_column", "label_column", "num_layers", "max_seq_len",
+                train_file="Training data (default: the data of the checkpoint's recipe.toml).", validation="Validation data.",
+                text_column="Text column; comma-separated alternatives.", max_seq_len="Token limit.",
+                num_layers="Transformer layers kept in the student (0 = all).")
 @click.option("--epochs", type=float, help="Epochs of distillation / recovery training of the student.")
-@click.option("--max-seq-len", type=int, help="Token limit.")
 @click.option("--out", help="Output directory (default: a RECIPE's out, else CHECKPOINT-compressed, or OUT-compressed for a build's OUT/original).")
-@click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any recipe key (repeatable).")
 @click.option("--force", is_flag=True, help="Replace an existing output directory once the new one is complete.")
 @compress_options
 @handle_errors
-def compress(checkpoint, recipe, train_file, validation, test, text_column, text_pair_column, label_column,
-             num_layers, epochs, max_seq_len, out, sets, force, **compress_flags):
+def compress(checkpoint, recipe, epochs, out, force, **opts):
     """Compress a fine-tuned CHECKPOINT: truncate, prune, distil, sparsify, prune the vocabulary,
     then export, check parity and bundle into OUT (student/, compression.md/.json/.png, bundle/).
 
@@ -313,16 +362,9 @@ def compress(checkpoint, recipe, train_file, validation, test, text_column, text
     if recipe is None and (found := find_recipe(ckpt)) is not None:
         recipe = str(found)
         click.echo(f"recipe: {recipe}")
-    over = recipe_mod.parse_set(sets)
-    flags = {
-        ("data", "train"): train_file, ("data", "validation"): validation, ("data", "test"): test,
-        ("data", "text_column"): _columns(text_column), ("data", "text_pair_column"): _columns(text_pair_column),
-        ("data", "label_column"): _columns(label_column), ("student", "num_layers"): num_layers,
-        ("student", "epochs"): epochs, ("train", "max_seq_len"): max_seq_len,
-    }
-    for (sec, key), val in flags.items():
-        if val is not None:
-            over.setdefault(sec, {})[key] = val
+    over = recipe_overrides(opts)
+    if epochs is not None:
+        over.setdefault("student", {})["epochs"] = epochs
     over.setdefault("model", {})["path"] = str(ckpt)
     over.setdefault("train", {})["skip"] = True  # the checkpoint is the fine-tuned original
     labels = checkpoint_labels(ckpt)
@@ -330,7 +372,7 @@ def compress(checkpoint, recipe, train_file, validation, test, text_column, text
         over.setdefault("data", {})["labels"] = labels  # the head's order, not a re-sorted one
     if out or not own_recipe:
         over["out"] = out or default_out(ckpt)
-    apply_flags(over, compress_flags)
+    apply_flags(over, opts)
     r = recipe_mod.load(recipe, over)
 
     from .distributed import finish
@@ -347,20 +389,18 @@ def compress(checkpoint, recipe, train_file, validation, test, text_column, text
 @main.command("export")
 @click.argument("checkpoint", type=click.Path())
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False))
-@click.option("--target", type=click.Choice(["executorch", "onnx"]), required=True, help="Artifact format.")
+@click.option("--target", type=click.Choice(list(FILE_SUFFIX)), required=True, help="Artifact format.")
 @click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
               help="int8 follows the recipe's [quant] section and calibrates on its training split.")
 @click.option("--out", required=True, help="Artifact file to write (.pte for executorch, .onnx for onnx).")
-@click.option("--train", "train_file", help="Training data (calibration text; default: the checkpoint's recipe.toml).")
-@click.option("--validation", help="Validation data (parity; default: the checkpoint's recipe.toml).")
-@click.option("--text-column", help="Text column; comma-separated alternatives.")
-@click.option("--max-seq-len", type=int, help="Token limit the artifact is exported and checked for.")
+@recipe_options("train_file", "validation", "text_column", "max_seq_len",
+                train_file="Training data (calibration text; default: the checkpoint's recipe.toml).",
+                validation="Validation data (parity; default: the checkpoint's recipe.toml).",
+                text_column="Text column; comma-separated alternatives.", max_seq_len="Token limit the artifact is exported and checked for.")
 @click.option("--debug", "debug_twin", is_flag=True, help="ExecuTorch: also write the debug twin for `toolformer debug`.")
-@click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override any recipe key (repeatable).")
 @click.option("--force", is_flag=True, help="Replace an existing OUT.")
 @handle_errors
-def export_cmd(checkpoint, recipe, target, precision, out, train_file, validation, text_column, max_seq_len,
-               debug_twin, sets, force):
+def export_cmd(checkpoint, recipe, target, precision, out, debug_twin, force, **opts):
     """Export a fine-tuned CHECKPOINT to one artifact and check it against the checkpoint.
 
     RECIPE defaults to the recipe.toml written next to the checkpoint by `build` or `finetune`.
@@ -377,11 +417,7 @@ def export_cmd(checkpoint, recipe, target, precision, out, train_file, validatio
     if recipe is None and (found := find_recipe(Path(checkpoint))) is not None:
         recipe = str(found)
         click.echo(f"recipe: {recipe}")
-    over = recipe_mod.parse_set(sets)
-    for (sec, key), val in {("data", "train"): train_file, ("data", "validation"): validation,
-                            ("data", "text_column"): _columns(text_column), ("train", "max_seq_len"): max_seq_len}.items():
-        if val is not None:
-            over.setdefault(sec, {})[key] = val
+    over = recipe_overrides(opts)
     labels = checkpoint_labels(Path(checkpoint))
     if labels and "labels" not in over.get("data", {}):
         over.setdefault("data", {})["labels"] = labels

@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import DataError
 
 csv.field_size_limit(1 << 24)
 
@@ -54,24 +54,24 @@ def _format_of(path: Path) -> str:
         return "csv"
     if suffix in (".jsonl", ".ndjson", ".json"):
         return "jsonl"
-    raise UsageError(f"{path}: unknown file type '{suffix}' (use .csv, .tsv or .jsonl)")
+    raise DataError(f"{path}: unknown file type '{suffix}' (use .csv, .tsv or .jsonl)")
 
 
 def read_table(path: str | Path) -> tuple[list[dict], list[str]]:
     """Rows as dicts of strings, and the column names; CRLF and a BOM are handled."""
     path = Path(path)
     if not path.exists():
-        raise UsageError(f"{path}: no such file")
+        raise DataError(f"{path}: no such file")
     if not path.is_file():
-        raise UsageError(f"{path}: not a file")
+        raise DataError(f"{path}: not a file")
     fmt = _format_of(path)
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = e.object[:e.start].count(b"\n") + 1
-        raise UsageError(f"{path}: not UTF-8 text (line {line}, byte {e.start}); re-save it as UTF-8") from None
+        raise DataError(f"{path}: not UTF-8 text (line {line}, byte {e.start}); re-save it as UTF-8") from None
     except OSError as e:
-        raise UsageError(f"{path}: cannot read ({e.strerror})") from None
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
     if fmt == "jsonl":
         rows = []
         for n, line in enumerate(text.splitlines(), 1):
@@ -80,9 +80,9 @@ def read_table(path: str | Path) -> tuple[list[dict], list[str]]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise UsageError(f"{path}:{n}: not a JSON object per line ({e.msg})") from None
+                raise DataError(f"{path}:{n}: not a JSON object per line ({e.msg})") from None
             if not isinstance(obj, dict):
-                raise UsageError(f"{path}:{n}: each line must be a JSON object")
+                raise DataError(f"{path}:{n}: each line must be a JSON object")
             # Scalars become strings; lists and objects stay as parsed so that _read_split refuses them
             # as a text or a label instead of training on their JSON spelling.
             rows.append({str(k): ("" if v is None else v if isinstance(v, (str, list, dict)) else str(v)) for k, v in obj.items()})
@@ -94,41 +94,41 @@ def read_table(path: str | Path) -> tuple[list[dict], list[str]]:
     try:
         header = next(reader)
     except StopIteration:
-        raise UsageError(f"{path}: empty file (no header row)") from None
+        raise DataError(f"{path}: empty file (no header row)") from None
     header = [h.strip() for h in header]
     other = "," if delim == "\t" else "\t"
     if len(header) == 1 and other in header[0]:
         kind = "comma" if other == "," else "tab"
-        raise UsageError(f"{path}: looks {kind}-separated but is named {path.suffix}; rename it or fix the delimiter")
+        raise DataError(f"{path}: looks {kind}-separated but is named {path.suffix}; rename it or fix the delimiter")
     if len(header) == 1:
         stray = next((d for d in (";", "|") if d in header[0]), None)
         if stray:
-            raise UsageError(f"{path}: header {header[0]!r} looks {stray!r}-separated; use ',' (.csv) or tab (.tsv) as the delimiter")
+            raise DataError(f"{path}: header {header[0]!r} looks {stray!r}-separated; use ',' (.csv) or tab (.tsv) as the delimiter")
     rows = []
     for n, rec in enumerate(reader, 2):
         if not rec or all(not c.strip() for c in rec):
             continue
         if len(rec) != len(header):
-            raise UsageError(f"{path}:{n}: {len(rec)} fields where the header has {len(header)} (wrong delimiter or unquoted separator?)")
+            raise DataError(f"{path}:{n}: {len(rec)} fields where the header has {len(header)} (wrong delimiter or unquoted separator?)")
         rows.append(dict(zip(header, rec)))
     return rows, header
 
 
-def _pick(columns: list[str], candidates: list[str], path: Path, role: str) -> str:
+def pick_column(columns: list[str], candidates: list[str], path: Path, role: str) -> str:
     for c in candidates:
         if c in columns:
             return c
     names = " or ".join(repr(c) for c in candidates)
-    raise UsageError(f"{path}: no {role} column {names}; columns are {columns} (set --{role.replace(' ', '-')}-column)")
+    raise DataError(f"{path}: no {role} column {names}; columns are {columns} (set --{role.replace(' ', '-')}-column)")
 
 
 def _read_split(path: Path, name: str, cfg) -> tuple[list, list[str]]:
     rows, columns = read_table(path)
     if not rows:
-        raise UsageError(f"{path}: the {name} split is empty")
-    tcol = _pick(columns, cfg.text_column, path, "text")
-    pcol = _pick(columns, cfg.text_pair_column, path, "text pair") if cfg.text_pair_column else None
-    lcol = _pick(columns, cfg.label_column, path, "label")
+        raise DataError(f"{path}: the {name} split is empty")
+    tcol = pick_column(columns, cfg.text_column, path, "text")
+    pcol = pick_column(columns, cfg.text_pair_column, path, "text pair") if cfg.text_pair_column else None
+    lcol = pick_column(columns, cfg.label_column, path, "label")
     texts, labels = [], []
     for n, r in enumerate(rows, 1 if path.suffix.lower() in (".jsonl", ".ndjson", ".json") else 2):
         a = _text_cell(r.get(tcol, ""), path, n, tcol)
@@ -138,15 +138,15 @@ def _read_split(path: Path, name: str, cfg) -> tuple[list, list[str]]:
             texts.append(a)
         lab = r.get(lcol, "")
         if not isinstance(lab, str):
-            raise UsageError(f"{path}: row {n}: label column '{lcol}' holds a JSON {type(lab).__name__}; labels must be strings or integers")
+            raise DataError(f"{path}: row {n}: label column '{lcol}' holds a JSON {type(lab).__name__}; labels must be strings or integers")
         lab = lab.strip()
         if not lab:
-            raise UsageError(f"{path}: row {n}: label column '{lcol}' is empty")
+            raise DataError(f"{path}: row {n}: label column '{lcol}' is empty")
         labels.append(lab)
     # A label column with (almost) one value per row is a text column picked by mistake.
     distinct = len(set(labels))
     if distinct >= 20 and distinct > 0.9 * len(labels):
-        raise UsageError(f"{path}: label column '{lcol}' has {distinct} distinct values in {len(labels)} rows; "
+        raise DataError(f"{path}: label column '{lcol}' has {distinct} distinct values in {len(labels)} rows; "
                          f"it looks like text, not labels (check --label-column / --text-column)")
     return texts, labels
 
@@ -154,9 +154,9 @@ def _read_split(path: Path, name: str, cfg) -> tuple[list, list[str]]:
 def _text_cell(value, path: Path, n: int, col: str) -> str:
     """A non-empty string cell; JSON numbers, lists or objects in a text column are refused, not stringified."""
     if not isinstance(value, str):
-        raise UsageError(f"{path}: row {n}: column '{col}' holds a JSON {type(value).__name__} {json.dumps(value)[:40]}; text must be a string")
+        raise DataError(f"{path}: row {n}: column '{col}' holds a JSON {type(value).__name__} {json.dumps(value)[:40]}; text must be a string")
     if not value or not value.strip():
-        raise UsageError(f"{path}: row {n}: column '{col}' is empty; remove the row or fill it in")
+        raise DataError(f"{path}: row {n}: column '{col}' is empty; remove the row or fill it in")
     return value.strip()
 
 
@@ -174,7 +174,7 @@ def _to_ids(raw: list[str], order: list[str], path: Path, name: str) -> list[int
     if unknown:
         shown = ", ".join(repr(u) for u in unknown[:5])
         where = "not in data.labels" if name == "train" else "not seen in training"
-        raise UsageError(f"{path}: {name} has label(s) {shown} {where} (known: {order})")
+        raise DataError(f"{path}: {name} has label(s) {shown} {where} (known: {order})")
     return [index[r] for r in raw]
 
 
@@ -196,7 +196,7 @@ def load_dataset(cfg, seed: int) -> Dataset:
     tr_texts, tr_raw = _read_split(train_path, "train", cfg)
     labels = [str(x) for x in cfg.labels] if cfg.labels else _label_order(tr_raw)
     if len(set(tr_raw)) < 2:
-        raise UsageError(f"{train_path}: training data has a single class ({tr_raw[0]!r}); a classifier needs at least two")
+        raise DataError(f"{train_path}: training data has a single class ({tr_raw[0]!r}); a classifier needs at least two")
     tr_ids = _to_ids(tr_raw, labels, train_path, "train")
     train = Split("train", tr_texts, tr_ids, str(train_path))
     notes = []
@@ -210,7 +210,7 @@ def load_dataset(cfg, seed: int) -> Dataset:
         random.Random(seed).shuffle(idx)
         n_val = max(1, int(round(len(idx) * cfg.validation_fraction)))
         if len(idx) - n_val < 2:
-            raise UsageError(f"{train_path}: too few rows ({len(idx)}) to carve a validation split; give --validation")
+            raise DataError(f"{train_path}: too few rows ({len(idx)}) to carve a validation split; give --validation")
         vi, ti = sorted(idx[:n_val]), sorted(idx[n_val:])
         validation = Split("validation", [train.texts[i] for i in vi], [train.labels[i] for i in vi], f"{train_path} (carved {n_val} rows, seed {seed})")
         train = Split("train", [train.texts[i] for i in ti], [train.labels[i] for i in ti], str(train_path))
@@ -229,5 +229,5 @@ def load_dataset(cfg, seed: int) -> Dataset:
         validation = validation.subset(cfg.max_eval_samples, seed)
         test = test.subset(cfg.max_eval_samples, seed) if test else None
     if len(set(train.labels)) < 2:
-        raise UsageError(f"{train_path}: the training subset has a single class; raise data.max_train_samples")
+        raise DataError(f"{train_path}: the training subset has a single class; raise data.max_train_samples")
     return Dataset(train, validation, test, labels, bool(cfg.text_pair_column), notes)

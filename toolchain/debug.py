@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UsageError
+from .families import of as family_of
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -34,19 +35,6 @@ def load_checkpoint(path: str | Path):
     id2label = cfg.get("id2label") or {}
     labels = [id2label[k] for k in sorted(id2label, key=int)] if id2label else ["0", "1"]
     return load_classifier(str(path), labels, require_head=True).cpu().eval()
-
-
-def block_of(module: str) -> str:
-    """The encoder layer (or embeddings / pooler / classifier) a module belongs to."""
-    parts = module.split(".")
-    if len(parts) >= 4 and parts[:3] == ["bert", "encoder", "layer"]:
-        return ".".join(parts[:4])
-    return ".".join(parts[:2]) if parts[0] == "bert" else parts[0]
-
-
-def _is_trunk(module: str) -> bool:
-    # The residual stream: each LayerNorm output, then pooler and classifier.
-    return module.endswith("LayerNorm") or module in ("bert.pooler.dense", "classifier")
 
 
 def reference_activations(model, batches: list) -> tuple[np.ndarray, dict, list]:
@@ -148,8 +136,10 @@ def _rel_error(art: list, ref: list, masks: list) -> tuple[float, float]:
     return float(np.sqrt(diff2 / max(norm2, 1e-30))), norm2
 
 
-def compare(ref_acts: dict, order: list, art_acts: dict, batches: list) -> dict:
-    """Per-module relative error in execution order, its growth over the module's input, per-layer summary."""
+def compare(ref_acts: dict, order: list, art_acts: dict, batches: list, fam) -> dict:
+    """Per-module relative error in execution order, its growth over the module's input, per-layer summary.
+
+    `fam` (toolchain.families) names the blocks and the residual-stream taps of the model's modules."""
     masks = [np.asarray(b["attention_mask"]) for b in batches]
     # A module's input error: the largest error among what ran since the last residual-stream value
     # (that value included): q/k/v → attention output dense, intermediate → output dense, and so on.
@@ -158,9 +148,9 @@ def compare(ref_acts: dict, order: list, art_acts: dict, batches: list) -> dict:
         if mod not in art_acts:
             continue
         err, _ = _rel_error(art_acts[mod], ref_acts[mod], masks)
-        rows.append({"module": mod, "layer": block_of(mod), "rel_error": err, "input_error": max(window),
+        rows.append({"module": mod, "layer": fam.block_of(mod), "rel_error": err, "input_error": max(window),
                      "growth": err - max(window)})
-        window = [err] if _is_trunk(mod) else window + [err]
+        window = [err] if fam.is_trunk(mod) else window + [err]
     layers, prev = [], 0.0
     for blk in dict.fromkeys(r["layer"] for r in rows):
         mine = [r for r in rows if r["layer"] == blk]
@@ -179,7 +169,9 @@ def debug_artifact(artifact: str | Path, reference: str | Path, batches: list, t
     path = Path(artifact)
     if not path.is_file():
         raise UsageError(f"{path}: no such artifact")
-    fmt = {".pte": "executorch", ".onnx": "onnx"}.get(path.suffix)
+    from targets import SUFFIX_FORMAT
+
+    fmt = SUFFIX_FORMAT.get(path.suffix)
     if fmt is None:
         raise UsageError(f"{path}: unknown artifact type {path.suffix!r} (expected .pte or .onnx)")
     if fmt == "executorch":
@@ -197,7 +189,7 @@ def debug_artifact(artifact: str | Path, reference: str | Path, batches: list, t
         logits, acts, twin = executorch_activations(path, batches)
     if not acts:
         raise UsageError(f"{path}: no layer outputs could be located in the artifact")
-    report = compare(ref_acts, order, acts, batches)
+    report = compare(ref_acts, order, acts, batches, family_of(model))
     report.update({"artifact": str(path), "format": fmt, "reference": str(reference),
                    "examples": int(sum(len(b["input_ids"]) for b in batches)),
                    "logits": parity.compare(logits, ref_logits), "twin": twin})

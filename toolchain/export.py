@@ -10,9 +10,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from targets.errors import ExportError
+
 from .errors import GateError, UsageError
 
-SUFFIX = {"executorch": ".pte", "onnx": ".onnx"}
+from targets import FILE_SUFFIX as SUFFIX
 
 
 def export_checkpoint(checkpoint: str | Path, target: str, precision: str, out: str | Path, r,
@@ -57,8 +59,8 @@ def export_checkpoint(checkpoint: str | Path, target: str, precision: str, out: 
                     from targets.quant_executorch import export_fp32_twin
 
                     facts.update(export_fp32_twin(model, staged, r.export.max_batch, max_len, meta))
-        except ValueError as e:
-            raise UsageError(f"export {target} {precision}: {e}") from None
+        except ExportError as e:  # the same error, saying which export it was (toolchain/cli.py maps it)
+            raise type(e)(f"export {target} {precision}: {e}") from None
         p = r.parity
         sets = parity_mod.parity_batches(data.validation, tok, max_len, p.seq_lens, p.batch_size, p.num_examples)
         src = parity_mod.reference_outputs(model, sets)

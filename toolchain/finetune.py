@@ -13,7 +13,7 @@ import math
 import platform
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -21,6 +21,7 @@ import numpy as np
 
 from .checkpoint import EpochCheckpoint
 from .data import Split
+from .tasks import task_loss
 
 
 @dataclass
@@ -36,6 +37,16 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     grad_accum: int = 1
+
+    @classmethod
+    def from_recipe(cls, r, section: str = "train") -> "TrainConfig":
+        """The [train] settings of recipe `r`; section "student" takes epochs, learning rate and batch size from [student]."""
+        t = r.train
+        cfg = cls(**{f.name: getattr(t, f.name) for f in fields(cls)})
+        if section == "student":
+            s = r.student
+            cfg.epochs, cfg.learning_rate, cfg.batch_size = s.epochs, s.learning_rate, s.batch_size
+        return cfg
 
 
 @dataclass
@@ -57,6 +68,14 @@ class TrainResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "TrainResult | None":
+        """Back from `to_dict` (a resume record); fields a newer version added keep their defaults."""
+        if d is None:
+            return None
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
     def facts(self) -> dict:
         """Where and how the model was trained, for summaries and bundle manifests."""
@@ -126,17 +145,6 @@ def predict_logits(model, split: Split, encoder, batch_size: int = 64, device=No
         for arrays, _ in batches(split, encoder, batch_size, shuffle=False):
             outs.append(model(**to_torch(arrays, device)).logits.float().cpu().numpy())
     return np.concatenate(outs) if outs else np.zeros((0, model.config.num_labels), np.float32)
-
-
-def task_loss(logits, labels):
-    """Cross-entropy of a batch: over rows, or for the token task over its labelled positions."""
-    import torch
-
-    if labels.ndim == 2:
-        from .tasks.token import loss
-
-        return loss(logits, labels)
-    return torch.nn.functional.cross_entropy(logits.float(), labels)
 
 
 def evaluate(model, split: Split, encoder, batch_size: int = 64, device=None) -> float:
@@ -258,6 +266,12 @@ def train(model, train_split: Split, val_split: Split, encoder, cfg: TrainConfig
         model.__dict__.pop("forward", None)
         acc.free_memory()
     result.seconds = time.perf_counter() - t0
+    _finish(model, result, st, best_state, ckpt, out_dir, main)
+    return result
+
+
+def _finish(model, result: TrainResult, st: TrainState, best_state, ckpt: EpochCheckpoint, out_dir: Path, main: bool) -> None:
+    """After the last epoch: throughput into the result, train_result.json, the best weights back in `model`."""
     result.train_seconds = st.train_seconds
     result.examples_per_s = st.seen / max(st.train_seconds, 1e-9)
     result.steps = st.step
@@ -270,7 +284,6 @@ def train(model, train_split: Split, val_split: Split, encoder, cfg: TrainConfig
         if ckpt.resumed_epoch:  # the best weights may date from before the kill: write them again, whole
             model.save_pretrained(out_dir)
     model.eval()
-    return result
 
 
 def _train_epoch(acc, ddp_model, model, opt, sched, split: Split, encoder, cfg: TrainConfig, epoch: int, limit: int,
@@ -317,51 +330,3 @@ def _train_epoch(acc, ddp_model, model, opt, sched, split: Split, encoder, cfg: 
     bar.close()
     totals = acc.reduce(torch.tensor([local_loss, float(local_n)], dtype=torch.float64, device=acc.device), "sum")
     return float(totals[0]), int(totals[1])
-
-
-def finetune_original(r, out, force: bool = False) -> TrainResult | None:
-    """`toolformer finetune`: only the original, into a checkpoint dir (train on GPUs, compress and export anywhere).
-
-    OUT gets the Hugging Face checkpoint (config, safetensors, tokenizer), train_result.json and
-    recipe.toml, written by the main process through a staging dir; other processes return None.
-    """
-    import shutil
-    import tempfile
-
-    from . import distributed as dist
-    from . import model as model_mod
-    from . import pipeline
-    from . import recipe as recipe_mod
-    from runtime_py.tokenize import TextEncoder
-
-    dist.init(r.train.device)
-    source, data, _ = pipeline.preflight(r)
-    out = Path(out)
-    pipeline._check_out(out, force)
-    main = dist.is_main()
-    work = pipeline._prepare_out(out, force) if main else None
-    hand = dist.Handover()
-    try:
-        with tempfile.TemporaryDirectory(prefix="toolformer-tok-") as scratch:
-            tok_file = model_mod.save_tokenizer_json(source, Path(scratch) / "tokenizer.json", r.model.trust_remote_code)
-            encoder = TextEncoder(tok_file, r.train.max_seq_len)
-            seed_everything(r.train.seed)  # the new head starts the same whatever the process count
-            model = model_mod.load_classifier(source, data.labels, r.model.trust_remote_code, task=data.task)
-            if main:
-                print(f"[toolformer] fine-tune original: {source} on {len(data.train)} rows, {r.train.epochs:g} epochs", flush=True)
-            res = train(model, data.train, data.validation, encoder, pipeline._train_config(r, "train"),
-                        work if main else Path(scratch) / "unused", "original")
-        if not hand.meet():
-            hand.release()  # wait for the main process to finish writing
-            return None
-        pipeline._save_tokenizer(source, work, r)
-        recipe_mod.dump(r, work / "recipe.toml")
-        pipeline._commit(work, out)
-    except BaseException:
-        if work is not None:
-            shutil.rmtree(work, ignore_errors=True)
-        raise
-    finally:
-        if main:
-            hand.release()
-    return res

@@ -5,6 +5,8 @@ will see it at run time: padded to each batch's longest row, so padding is in th
 """
 from __future__ import annotations
 
+from targets.errors import ExportError
+
 from .data import Split
 
 CALIBRATION_BATCH = 16
@@ -39,7 +41,7 @@ def target_config(target: str, r, debug_twin: bool | None = None):
 
         return OnnxInt8Config(mode=q.onnx_mode, opset=r.export.opset, preset=q.onnx_preset, optimize=q.onnx_optimize,
                               exclude_op_types=tuple(q.onnx_exclude_op_types), **common)
-    raise ValueError(f"no int8 path for target {target!r}")
+    raise ExportError(f"no int8 path for target {target!r}")
 
 
 def needs_calibration(target: str, r) -> bool:

@@ -7,9 +7,8 @@ from pathlib import Path
 
 from .errors import UsageError
 
-# Architectures whose module layout (embeddings → encoder.layer[i] → pooler → classifier) the
-# truncation, pruning and export code relies on.
-SUPPORTED_MODEL_TYPES = ("bert",)
+from . import families
+from .errors import FamilyError
 
 
 def default_model_dir() -> Path:
@@ -35,6 +34,14 @@ def resolve(path: str, trust_remote_code: bool = False) -> str:
     raise UsageError(f"{p}: no such model directory")
 
 
+def _family(where, model_type):
+    """The family adapter for a model's type; FamilyError (naming the supported ones) when it has none."""
+    try:
+        return families.get(model_type)
+    except FamilyError as e:
+        raise FamilyError(f"{where}: {e}") from None
+
+
 def check_dir(p: Path, trust_remote_code: bool = False) -> dict:
     """A usable HF directory: config.json of a supported type, safetensors weights (no pickles), no code unless trusted."""
     cfg_file = p / "config.json"
@@ -54,9 +61,7 @@ def check_dir(p: Path, trust_remote_code: bool = False) -> dict:
             if isinstance(meta, dict) and meta.get("auto_map"):
                 raise UsageError(f"{f}: auto_map {meta['auto_map']} asks to run code shipped with the model; "
                                  "Toolformer never does unless you pass --trust-remote-code")
-    mtype = cfg.get("model_type")
-    if mtype not in SUPPORTED_MODEL_TYPES:
-        raise UsageError(f"{p}: model_type {mtype!r} is not supported (supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
+    _family(p, cfg.get("model_type"))
     has_st = (p / "model.safetensors").is_file() or (p / "model.safetensors.index.json").is_file()
     if not has_st:
         pickles = [f.name for f in p.glob("*.bin")] + [f.name for f in p.glob("*.pt")] + [f.name for f in p.glob("*.pth")]
@@ -104,8 +109,7 @@ def load_classifier(source: str, labels: list[str], trust_remote_code: bool = Fa
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except OSError as e:
         raise UsageError(f"{source}: cannot load the model config ({str(e).splitlines()[0]})") from None
-    if config.model_type not in SUPPORTED_MODEL_TYPES:
-        raise UsageError(f"{source}: model_type {config.model_type!r} is not supported (supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
+    _family(source, config.model_type)
     id2label = {i: l for i, l in enumerate(labels)}
     from .compress.prune import is_pruned, load_pruned
 
@@ -160,3 +164,10 @@ def save_tokenizer_json(source: str, dest: Path, trust_remote_code: bool = False
     dest.parent.mkdir(parents=True, exist_ok=True)
     backend.save(str(dest))
     return dest
+
+
+def save_tokenizer(source: str, dest: Path, trust_remote_code: bool = False) -> None:
+    """Keep a standard HF tokenizer next to a checkpoint so it loads with from_pretrained alone."""
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code).save_pretrained(dest)

@@ -13,7 +13,9 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UsageError
+from targets.formats import INT8_MODES
+
+from .errors import RecipeError
 
 
 def _f(default, doc: str, **kw):
@@ -152,7 +154,7 @@ class CompressSection:
         ]
         for ok, msg in checks:
             if not ok:
-                raise UsageError(f"recipe: {msg}")
+                raise RecipeError(f"recipe: {msg}")
 
 
 @dataclass(frozen=True)
@@ -173,15 +175,15 @@ class QuantSection:
 
     def __post_init__(self):
         checks = [
-            (self.executorch_mode in ("static", "dynamic"), f"quant.executorch_mode must be static or dynamic, got {self.executorch_mode!r}"),
-            (self.onnx_mode in ("static", "dynamic"), f"quant.onnx_mode must be static or dynamic, got {self.onnx_mode!r}"),
+            (self.executorch_mode in INT8_MODES, f"quant.executorch_mode must be static or dynamic, got {self.executorch_mode!r}"),
+            (self.onnx_mode in INT8_MODES, f"quant.onnx_mode must be static or dynamic, got {self.onnx_mode!r}"),
             (self.calibration_samples >= 1, "quant.calibration_samples must be >= 1"),
             (self.onnx_preset in ("x86-vnni", "x86-avx2", "arm64"), f"quant.onnx_preset must be x86-vnni, x86-avx2 or arm64, got {self.onnx_preset!r}"),
             (all(isinstance(t, str) for t in self.onnx_exclude_op_types), "quant.onnx_exclude_op_types must be a list of op type names"),
         ]
         for ok, msg in checks:
             if not ok:
-                raise UsageError(f"recipe: {msg}")
+                raise RecipeError(f"recipe: {msg}")
 
 
 @dataclass(frozen=True)
@@ -218,27 +220,27 @@ def _coerce(where: str, name: str, default, value):
     """Check `value` against the type of the field's default; return it normalised."""
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise UsageError(f"recipe: {where} must be true or false, got {value!r}")
+            raise RecipeError(f"recipe: {where} must be true or false, got {value!r}")
         return value
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise UsageError(f"recipe: {where} must be an integer, got {value!r}")
+            raise RecipeError(f"recipe: {where} must be an integer, got {value!r}")
         return value
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UsageError(f"recipe: {where} must be a number, got {value!r}")
+            raise RecipeError(f"recipe: {where} must be a number, got {value!r}")
         return float(value)
     if isinstance(default, str):
         if not isinstance(value, str):
-            raise UsageError(f"recipe: {where} must be a string, got {value!r}")
+            raise RecipeError(f"recipe: {where} must be a string, got {value!r}")
         return value
     if isinstance(default, list):
         if name in _LIST_FIELDS_ACCEPT_SCALAR and isinstance(value, (str, int)) and not isinstance(value, bool):
             value = [value]
         if not isinstance(value, list):
-            raise UsageError(f"recipe: {where} must be a list, got {value!r}")
+            raise RecipeError(f"recipe: {where} must be a list, got {value!r}")
         return list(value)
-    raise UsageError(f"recipe: {where}: unsupported value {value!r}")
+    raise RecipeError(f"recipe: {where}: unsupported value {value!r}")
 
 
 def _section_defaults(cls) -> dict:
@@ -248,22 +250,22 @@ def _section_defaults(cls) -> dict:
 def build(data: dict) -> Recipe:
     """Validate a nested dict (as parsed from TOML) into a Recipe."""
     if not isinstance(data, dict):
-        raise UsageError("recipe: top level must be a table")
+        raise RecipeError("recipe: top level must be a table")
     kwargs = {}
     for key, value in data.items():
         if key == "out":
             kwargs["out"] = _coerce("out", "out", "", value)
             continue
         if key not in _SECTION_TYPES:
-            raise UsageError(f"recipe: unknown section or key '{key}' (known: out, {', '.join(_SECTION_TYPES)})")
+            raise RecipeError(f"recipe: unknown section or key '{key}' (known: out, {', '.join(_SECTION_TYPES)})")
         cls = _SECTION_TYPES[key]
         if not isinstance(value, dict):
-            raise UsageError(f"recipe: [{key}] must be a table")
+            raise RecipeError(f"recipe: [{key}] must be a table")
         defaults = _section_defaults(cls)
         sec = {}
         for k, v in value.items():
             if k not in defaults:
-                raise UsageError(f"recipe: unknown key '{key}.{k}' (known: {', '.join(defaults)})")
+                raise RecipeError(f"recipe: unknown key '{key}.{k}' (known: {', '.join(defaults)})")
             sec[k] = _coerce(f"{key}.{k}", k, defaults[k], v)
         kwargs[key] = cls(**sec)
     recipe = Recipe(**kwargs)
@@ -297,9 +299,9 @@ def _check_ranges(r: Recipe) -> None:
     ]
     for ok, msg in checks:
         if not ok:
-            raise UsageError(f"recipe: {msg}")
+            raise RecipeError(f"recipe: {msg}")
     if any(not isinstance(i, int) or isinstance(i, bool) for i in r.student.layers):
-        raise UsageError("recipe: student.layers must be a list of integers")
+        raise RecipeError("recipe: student.layers must be a list of integers")
     from runtime_py.parity import GATE_LIMITS
 
     # `verify` never accepts an artifact-vs-source gate looser than these limits, so a build may not either.
@@ -308,7 +310,7 @@ def _check_ranges(r: Recipe) -> None:
             name = {"int8_min_logit_cosine": "int8_min_cosine"}.get(f"{prec}_{k}", f"{prec}_{k}")  # key kept for old recipes
             val = getattr(r.parity, name, None)
             if val is not None and (val > lim if k.startswith("max_") else val < lim):
-                raise UsageError(f"recipe: parity.{name} = {val} is looser than `verify` accepts ({lim})")
+                raise RecipeError(f"recipe: parity.{name} = {val} is looser than `verify` accepts ({lim})")
 
 
 def parse_set(items: typing.Iterable[str]) -> dict:
@@ -316,14 +318,14 @@ def parse_set(items: typing.Iterable[str]) -> dict:
     out: dict = {}
     for item in items:
         if "=" not in item:
-            raise UsageError(f"--set {item!r}: expected section.key=value")
+            raise RecipeError(f"--set {item!r}: expected section.key=value")
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
         if len(parts) == 1 and parts[0] == "out":
             out["out"] = raw
             continue
         if len(parts) != 2 or not all(parts):
-            raise UsageError(f"--set {item!r}: key must be section.key")
+            raise RecipeError(f"--set {item!r}: key must be section.key")
         try:
             value = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
@@ -351,9 +353,9 @@ def load(path: str | Path | None, overrides: dict | None = None) -> Recipe:
         try:
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise UsageError(f"recipe {p}: no such file") from None
+            raise RecipeError(f"recipe {p}: no such file") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise UsageError(f"recipe {p}: not valid TOML ({e})") from None
+            raise RecipeError(f"recipe {p}: not valid TOML ({e})") from None
         # Relative data/model paths in a recipe are relative to the recipe file's directory
         # when they exist there, else to the working directory.
         base = p.resolve().parent

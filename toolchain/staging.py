@@ -160,37 +160,6 @@ class Progress:
         self.save()
 
     def save(self) -> None:
-        tmp = self.work / (PROGRESS + ".tmp")
-        tmp.write_text(json.dumps({"recipe_sha256": self.recipe_sha, "stages": self.stages}, indent=1), encoding="utf-8")
-        os.replace(tmp, self.work / PROGRESS)
+        from runtime_py.bundle import atomic_write
 
-
-def train_result(d: dict | None):
-    """A TrainResult back from its recorded dict (fields a newer version added keep their defaults)."""
-    import dataclasses
-
-    from .finetune import TrainResult
-
-    if d is None:
-        return None
-    names = {f.name for f in dataclasses.fields(TrainResult)}
-    return TrainResult(**{k: v for k, v in d.items() if k in names})
-
-
-def student_record(stu, work: Path) -> dict:
-    """What `load_student` needs of a finished student stage (its weights are in work/student)."""
-    return {"train": stu.train_result.to_dict() if stu.train_result is not None else None,
-            "tokenizer_file": str(Path(stu.tokenizer_file).relative_to(work)),
-            "rows": stu.rows, "facts": stu.facts}
-
-
-def load_student(work: Path, labels: list, done: dict, stages, r):
-    """The student an interrupted build finished, reloaded from work/student (safetensors)."""
-    from . import model as model_mod
-    from .compress.stage import StudentResult
-
-    stages.start("student", "reused from the interrupted build")
-    model = model_mod.load_classifier(str(work / "student"), labels, r.model.trust_remote_code, require_head=True)
-    model.to("cpu").eval()
-    stages.end(resumed=True, params=int(sum(p.numel() for p in model.parameters())))
-    return StudentResult(model, work / done["tokenizer_file"], train_result(done["train"]), done["rows"], done["facts"])
+        atomic_write(self.work / PROGRESS, json.dumps({"recipe_sha256": self.recipe_sha, "stages": self.stages}, indent=1))

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import UsageError
+from ..errors import CompressError
+from ..families import of as family_of
 
 
 @dataclass(frozen=True)
@@ -22,20 +23,20 @@ class DistillConfig:
 
     def __post_init__(self):
         if self.temperature <= 0:
-            raise UsageError(f"distillation temperature must be > 0, got {self.temperature}")
+            raise CompressError(f"distillation temperature must be > 0, got {self.temperature}")
         if not 0.0 <= self.alpha <= 1.0:
-            raise UsageError(f"distillation alpha must be in [0, 1], got {self.alpha}")
+            raise CompressError(f"distillation alpha must be in [0, 1], got {self.alpha}")
         if self.hidden_weight < 0 or self.attention_weight < 0:
-            raise UsageError("distillation hidden_weight and attention_weight must be >= 0")
+            raise CompressError("distillation hidden_weight and attention_weight must be >= 0")
         if self.layer_map not in ("uniform", "kept"):
-            raise UsageError(f"distillation layer_map must be uniform or kept, got {self.layer_map!r}")
+            raise CompressError(f"distillation layer_map must be uniform or kept, got {self.layer_map!r}")
 
 
 def map_layers(student, teacher, how: str) -> list[int]:
     """Teacher layer index matched to each student layer."""
     from .prune import get_structure
 
-    s, t = len(student.bert.encoder.layer), len(teacher.bert.encoder.layer)
+    s, t = len(family_of(student).layers(student)), len(family_of(teacher).layers(teacher))
     if how == "kept":
         return [min(i, t - 1) for i in get_structure(student)["layers"]]
     return [max(0, round((j + 1) * t / s) - 1) for j in range(s)]
@@ -46,12 +47,12 @@ class _Recorder:
 
     def __init__(self, model, attentions: bool):
         self.hidden, self.attn, self.hooks = {}, {}, []
-        bert = model.bert
-        self.hooks.append(bert.embeddings.register_forward_hook(lambda m, a, o: self.hidden.__setitem__(-1, o)))
-        for i, layer in enumerate(bert.encoder.layer):
+        fam = family_of(model)
+        self.hooks.append(fam.get(model, fam.embeddings).register_forward_hook(lambda m, a, o: self.hidden.__setitem__(-1, o)))
+        for i, layer in enumerate(fam.layers(model)):
             self.hooks.append(layer.register_forward_hook(self._keep(self.hidden, i, 0)))
             if attentions:
-                self.hooks.append(layer.attention.self.register_forward_hook(self._keep(self.attn, i, 1)))
+                self.hooks.append(fam.get(layer, fam.attention).register_forward_hook(self._keep(self.attn, i, 1)))
 
     @staticmethod
     def _keep(store, i, pos):
@@ -82,7 +83,7 @@ class Distiller:
             student.set_attn_implementation("eager")
             teacher.set_attn_implementation("eager")
         if cfg.hidden_weight > 0 and student.config.hidden_size != teacher.config.hidden_size:
-            raise UsageError("hidden-state matching needs the student and teacher to share hidden_size")
+            raise CompressError("hidden-state matching needs the student and teacher to share hidden_size")
 
     def __enter__(self):
         if self.match_states:

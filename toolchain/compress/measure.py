@@ -43,11 +43,17 @@ def flops_per_sequence(model, seq_len: int) -> int:
     return int(counter.get_total_flops())
 
 
+def count_params(model) -> int:
+    """Parameters of a PyTorch model (every tensor, frozen or not)."""
+    return int(sum(p.numel() for p in model.parameters()))
+
+
 def describe(model, stage: str, seq_len: int, val_accuracy: float | None, **extra) -> dict:
     """One row of the compression report."""
+    from ..families import of as family_of
     from .prune import count_ffn, count_heads
 
-    params = sum(p.numel() for p in model.parameters())
+    params = count_params(model)
     # Under torch.nn.utils.prune masks the effective weight is an attribute, not a parameter.
     zeros = 0
     for mod in model.modules():
@@ -57,7 +63,7 @@ def describe(model, stage: str, seq_len: int, val_accuracy: float | None, **extr
     raw, comp = state_bytes(model)
     return {
         "stage": stage,
-        "layers": len(model.bert.encoder.layer),
+        "layers": len(family_of(model).layers(model)),
         "heads": count_heads(model),
         "ffn": count_ffn(model),
         "vocab": int(model.config.vocab_size),

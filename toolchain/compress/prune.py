@@ -3,7 +3,7 @@ so the pruned model has smaller dense tensors (real CPU speed-up, not masks).
 
 transformers 5 dropped `PreTrainedModel.prune_heads`; `pytorch_utils.prune_linear_layer` remains
 and does the slicing. BertSelfAttention reshapes with `-1` heads, but keeps `num_attention_heads`
-and `all_head_size` as attributes, which are updated here. The per-layer shapes are recorded in
+and `all_head_size` as attributes, which the family adapter updates (Family.set_num_heads). The per-layer shapes are recorded in
 `config.toolformer_structure`, which `load_pruned` uses to rebuild the shapes before loading.
 """
 from __future__ import annotations
@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import CompressError
+from ..families import of as family_of
 
 STRUCTURE_KEY = "toolformer_structure"
 
@@ -25,18 +26,21 @@ class PruneConfig:
     importance: str = "gradient"  # gradient (Michel et al., 2019) | magnitude
     batches: int = 16            # training batches used to estimate gradient importance
     min_heads: int = 1           # a layer never loses its last head (the reshape needs one)
+    steps: int = 1               # iterative schedule: reach the target in this many steps, recovering in between
 
     def __post_init__(self):
         for name in ("heads", "ffn"):
             v = getattr(self, name)
             if v < 0 or (v >= 1 and v != int(v)):
-                raise UsageError(f"prune {name}: {v} must be a fraction in [0, 1) or a whole count >= 1")
+                raise CompressError(f"prune {name}: {v} must be a fraction in [0, 1) or a whole count >= 1")
         if self.importance not in ("gradient", "magnitude"):
-            raise UsageError(f"prune importance must be gradient or magnitude, got {self.importance!r}")
+            raise CompressError(f"prune importance must be gradient or magnitude, got {self.importance!r}")
+        if self.steps < 1:
+            raise CompressError(f"prune steps must be >= 1, got {self.steps}")
 
 
 def _layers(model):
-    return model.bert.encoder.layer
+    return family_of(model).layers(model)
 
 
 def get_structure(model) -> dict:
@@ -63,45 +67,42 @@ def is_pruned(config) -> bool:
             or any(i != config.intermediate_size for i in st["intermediate"]))
 
 
-def slice_heads(layer, keep: list[int]) -> None:
-    """Keep only attention heads `keep` (positions in the layer as it is now) of one BertLayer."""
+def slice_heads(layer, keep: list[int], fam) -> None:
+    """Keep only attention heads `keep` (positions in the layer as it is now) of one transformer layer."""
     import torch
     from transformers.pytorch_utils import prune_linear_layer
 
-    sa = layer.attention.self
-    d = sa.attention_head_size
+    d = fam.head_size(layer)
     idx = torch.cat([torch.arange(h * d, (h + 1) * d) for h in sorted(keep)]).long()
-    sa.query = prune_linear_layer(sa.query, idx)
-    sa.key = prune_linear_layer(sa.key, idx)
-    sa.value = prune_linear_layer(sa.value, idx)
-    layer.attention.output.dense = prune_linear_layer(layer.attention.output.dense, idx, dim=1)
-    sa.num_attention_heads = len(keep)
-    sa.all_head_size = len(keep) * d
+    for path in (fam.query, fam.key, fam.value):
+        fam.put(layer, path, prune_linear_layer(fam.get(layer, path), idx))
+    fam.put(layer, fam.attention_out, prune_linear_layer(fam.get(layer, fam.attention_out), idx, dim=1))
+    fam.set_num_heads(layer, len(keep))
 
 
-def slice_ffn(layer, keep: list[int]) -> None:
-    """Keep only intermediate neurons `keep` of one BertLayer's feed-forward block."""
+def slice_ffn(layer, keep: list[int], fam) -> None:
+    """Keep only intermediate neurons `keep` of one transformer layer's feed-forward block."""
     import torch
     from transformers.pytorch_utils import prune_linear_layer
 
     idx = torch.as_tensor(sorted(keep)).long()
-    layer.intermediate.dense = prune_linear_layer(layer.intermediate.dense, idx)
-    layer.output.dense = prune_linear_layer(layer.output.dense, idx, dim=1)
+    fam.put(layer, fam.ffn_in, prune_linear_layer(fam.get(layer, fam.ffn_in), idx))
+    fam.put(layer, fam.ffn_out, prune_linear_layer(fam.get(layer, fam.ffn_out), idx, dim=1))
 
 
 def prune_structure(model, heads_keep: list[list[int]] | None = None, ffn_keep: list[list[int]] | None = None):
     """Slice `model` in place to the given per-layer head / neuron positions; updates the record."""
-    st = get_structure(model)
-    for i, layer in enumerate(_layers(model)):
-        if heads_keep is not None and len(heads_keep[i]) < layer.attention.self.num_attention_heads:
+    st, fam = get_structure(model), family_of(model)
+    for i, layer in enumerate(fam.layers(model)):
+        if heads_keep is not None and len(heads_keep[i]) < fam.num_heads(layer):
             if not heads_keep[i]:
-                raise UsageError(f"layer {i}: cannot remove every attention head")
-            slice_heads(layer, heads_keep[i])
+                raise CompressError(f"layer {i}: cannot remove every attention head")
+            slice_heads(layer, heads_keep[i], fam)
             st["heads"][i] = [st["heads"][i][h] for h in sorted(heads_keep[i])]
-        if ffn_keep is not None and len(ffn_keep[i]) < layer.intermediate.dense.out_features:
+        if ffn_keep is not None and len(ffn_keep[i]) < fam.ffn_width(layer):
             if not ffn_keep[i]:
-                raise UsageError(f"layer {i}: cannot remove every FFN neuron")
-            slice_ffn(layer, ffn_keep[i])
+                raise CompressError(f"layer {i}: cannot remove every FFN neuron")
+            slice_ffn(layer, ffn_keep[i], fam)
             st["intermediate"][i] = len(ffn_keep[i])
     set_structure(model, st)
     return model
@@ -109,15 +110,14 @@ def prune_structure(model, heads_keep: list[list[int]] | None = None, ffn_keep: 
 
 def magnitude_importance(model) -> tuple[list, list]:
     """Per-layer head and neuron scores from weight norms (no data needed)."""
-    heads, ffn = [], []
-    for layer in _layers(model):
-        sa = layer.attention.self
-        h, d = sa.num_attention_heads, sa.attention_head_size
-        w = sum(m.weight.detach().float().view(h, d, -1).pow(2).sum((1, 2)) for m in (sa.query, sa.key, sa.value))
-        w = w + layer.attention.output.dense.weight.detach().float().view(-1, h, d).pow(2).sum((0, 2))
+    heads, ffn, fam = [], [], family_of(model)
+    for layer in fam.layers(model):
+        h, d = fam.num_heads(layer), fam.head_size(layer)
+        w = sum(fam.get(layer, p).weight.detach().float().view(h, d, -1).pow(2).sum((1, 2)) for p in (fam.query, fam.key, fam.value))
+        w = w + fam.get(layer, fam.attention_out).weight.detach().float().view(-1, h, d).pow(2).sum((0, 2))
         heads.append(w.sqrt().cpu().numpy())
-        up = layer.intermediate.dense.weight.detach().float().norm(dim=1)
-        down = layer.output.dense.weight.detach().float().norm(dim=0)
+        up = fam.get(layer, fam.ffn_in).weight.detach().float().norm(dim=1)
+        down = fam.get(layer, fam.ffn_out).weight.detach().float().norm(dim=0)
         ffn.append((up * down).cpu().numpy())
     return heads, ffn
 
@@ -131,10 +131,11 @@ def gradient_importance(model, batches, loss_fn=None) -> tuple[list, list]:
     """
     import torch
 
-    layers = list(_layers(model))
+    fam = family_of(model)
+    layers = list(fam.layers(model))
     dev = next(model.parameters()).device
-    gh = [torch.ones(l.attention.self.num_attention_heads, device=dev, requires_grad=True) for l in layers]
-    gf = [torch.ones(l.intermediate.dense.out_features, device=dev, requires_grad=True) for l in layers]
+    gh = [torch.ones(fam.num_heads(l), device=dev, requires_grad=True) for l in layers]
+    gf = [torch.ones(fam.ffn_width(l), device=dev, requires_grad=True) for l in layers]
     hooks = []
 
     def head_hook(i):
@@ -149,14 +150,14 @@ def gradient_importance(model, batches, loss_fn=None) -> tuple[list, list]:
         return lambda mod, args, out: out * gf[i]
 
     for i, l in enumerate(layers):
-        hooks.append(l.attention.self.register_forward_hook(head_hook(i)))
-        hooks.append(l.intermediate.register_forward_hook(ffn_hook(i)))
+        hooks.append(fam.get(l, fam.attention).register_forward_hook(head_hook(i)))
+        hooks.append(fam.get(l, fam.ffn).register_forward_hook(ffn_hook(i)))
     acc_h = [torch.zeros_like(g) for g in gh]
     acc_f = [torch.zeros_like(g) for g in gf]
     was_training = model.training
     model.eval()  # no dropout: the scores should reflect the function that gets pruned
     try:
-        from ..finetune import task_loss
+        from ..tasks import task_loss
 
         for inputs, labels in batches:
             out = model(**inputs)
@@ -185,7 +186,7 @@ def scores(model, importance: str, batches=None, loss_fn=None) -> tuple[list, li
     """Head and neuron scores per layer by the chosen importance measure."""
     if importance == "gradient":
         if batches is None:
-            raise UsageError("gradient importance needs training batches")
+            raise CompressError("gradient importance needs training batches")
         return gradient_importance(model, batches, loss_fn)
     return magnitude_importance(model)
 
@@ -200,21 +201,36 @@ def target_counts(current: list[int], spec: float, minimum: int) -> list[int]:
     return [max(minimum, n - _n_remove(spec, n)) if spec else n for n in current]
 
 
-def prune(model, cfg: PruneConfig, batches=None, loss_fn=None):
-    """Rank heads and neurons by importance and slice the lowest away, in place; returns the model."""
+def prune(model, cfg: PruneConfig, batches=None, loss_fn=None, recover=None):
+    """Rank heads and neurons by importance and slice the lowest away, in place; returns the model.
+
+    With `cfg.steps` > 1 the target is reached in equal shares: after step k the cumulative removal
+    is k/steps of the final one, re-scored on the model as it is then, and `recover(model, k)`
+    (e.g. a short fine-tune) runs between steps. `batches` is a re-iterable of (inputs, labels).
+    """
     if cfg.heads == 0 and cfg.ffn == 0:
         return model
-    h_scores, f_scores = scores(model, cfg.importance, batches, loss_fn)
-    heads_keep = keep_top(h_scores, target_counts(count_heads(model), cfg.heads, cfg.min_heads)) if cfg.heads else None
-    ffn_keep = keep_top(f_scores, target_counts(count_ffn(model), cfg.ffn, 1)) if cfg.ffn else None
-    return prune_structure(model, heads_keep, ffn_keep)
+    h0, f0 = count_heads(model), count_ffn(model)
+    h_end, f_end = target_counts(h0, cfg.heads, cfg.min_heads), target_counts(f0, cfg.ffn, 1)
+    for k in range(1, cfg.steps + 1):
+        h_k, f_k = schedule(h0, h_end, k, cfg.steps), schedule(f0, f_end, k, cfg.steps)
+        h_scores, f_scores = scores(model, cfg.importance, batches, loss_fn)
+        prune_structure(model, keep_top(h_scores, h_k) if cfg.heads else None, keep_top(f_scores, f_k) if cfg.ffn else None)
+        if k < cfg.steps and recover is not None:
+            recover(model, k)
+    return model
+
+
+def schedule(start: list[int], end: list[int], k: int, steps: int) -> list[int]:
+    """Units left per layer after step k of `steps`: a linear share of the final removal."""
+    return [a - round((a - b) * k / steps) for a, b in zip(start, end)]
 
 
 def apply_structure(model, st: dict):
     """Give a freshly built model the recorded per-layer shapes (weights are loaded afterwards)."""
     layers = _layers(model)
     if len(st["heads"]) != len(layers):
-        raise UsageError(f"{STRUCTURE_KEY} describes {len(st['heads'])} layers but the model has {len(layers)}")
+        raise CompressError(f"{STRUCTURE_KEY} describes {len(st['heads'])} layers but the model has {len(layers)}")
     heads_keep = [list(range(len(h))) for h in st["heads"]]
     ffn_keep = [list(range(int(n))) for n in st["intermediate"]]
     rec = copy.deepcopy(st)
@@ -239,13 +255,15 @@ def load_pruned(source: str, config):
     params = {n for n, _ in model.named_parameters()}
     bad = [k for k in missing if k in params] + list(unexpected)
     if bad:
-        raise UsageError(f"{source}: pruned checkpoint does not match its recorded structure ({bad[:3]})")
+        raise CompressError(f"{source}: pruned checkpoint does not match its recorded structure ({bad[:3]})")
     return model.eval()
 
 
 def count_heads(model) -> list[int]:
-    return [l.attention.self.num_attention_heads for l in _layers(model)]
+    fam = family_of(model)
+    return [fam.num_heads(l) for l in fam.layers(model)]
 
 
 def count_ffn(model) -> list[int]:
-    return [l.intermediate.dense.out_features for l in _layers(model)]
+    fam = family_of(model)
+    return [fam.ffn_width(l) for l in fam.layers(model)]

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import UsageError
+from ..errors import CompressError
+from ..families import of as family_of
 
 
 @dataclass(frozen=True)
@@ -18,18 +19,20 @@ class SparsityConfig:
 
     def __post_init__(self):
         if not 0.0 <= self.sparsity < 1.0:
-            raise UsageError(f"sparsity must be in [0, 1), got {self.sparsity}")
+            raise CompressError(f"sparsity must be in [0, 1), got {self.sparsity}")
         if self.scope not in ("global", "layer"):
-            raise UsageError(f"sparsity scope must be global or layer, got {self.scope!r}")
+            raise CompressError(f"sparsity scope must be global or layer, got {self.scope!r}")
 
 
 def target_linears(model) -> list:
     """The encoder's (and pooler's) Linear layers; embeddings and the task head stay dense."""
     import torch
 
-    mods = [m for m in model.bert.encoder.modules() if isinstance(m, torch.nn.Linear)]
-    if model.bert.pooler is not None:
-        mods.append(model.bert.pooler.dense)
+    fam = family_of(model)
+    mods = [m for m in fam.encoder_modules(model) if isinstance(m, torch.nn.Linear)]
+    pooler = fam.pooler_module(model)
+    if pooler is not None:
+        mods.append(pooler.dense)
     return mods
 
 
@@ -60,10 +63,12 @@ def make_permanent(model):
 
 def stats(model) -> dict:
     """Zeros among the pruned-able weights and in the whole model."""
+    from .measure import count_params
+
     sel = [m.weight for m in target_linears(model)]
     z_sel = sum(int((w == 0).sum()) for w in sel)
     n_sel = sum(w.numel() for w in sel)
     z_all = sum(int((p == 0).sum()) for p in model.parameters())
-    n_all = sum(p.numel() for p in model.parameters())
+    n_all = count_params(model)
     return {"linear_zeros": z_sel, "linear_weights": n_sel, "linear_sparsity": z_sel / max(1, n_sel),
             "model_zeros": z_all, "model_params": n_all, "model_sparsity": z_all / max(1, n_all)}

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import copy
 
-from ..errors import UsageError
+from ..errors import CompressError
+from ..families import of as family_of
 
 
 def select_layers(total: int, num_layers: int, selection: str = "evenly", layers: list | None = None) -> list[int]:
@@ -15,17 +16,17 @@ def select_layers(total: int, num_layers: int, selection: str = "evenly", layers
     """
     if layers:
         if selection not in ("explicit", "evenly"):
-            raise UsageError(f"student.layers is given but student.layer_selection is {selection!r}; use 'explicit'")
+            raise CompressError(f"student.layers is given but student.layer_selection is {selection!r}; use 'explicit'")
         bad = [i for i in layers if not 0 <= i < total]
         if bad:
-            raise UsageError(f"student.layers {bad} out of range: the model has layers 0..{total - 1}")
+            raise CompressError(f"student.layers {bad} out of range: the model has layers 0..{total - 1}")
         if len(set(layers)) != len(layers):
-            raise UsageError(f"student.layers {layers} has duplicates")
+            raise CompressError(f"student.layers {layers} has duplicates")
         return sorted(layers)
     if selection == "explicit":
-        raise UsageError("student.layer_selection = 'explicit' needs student.layers")
+        raise CompressError("student.layer_selection = 'explicit' needs student.layers")
     if not 1 <= num_layers <= total:
-        raise UsageError(f"--num-layers {num_layers} out of range: the model has {total} layers (use 1..{total}, or 0 for no student)")
+        raise CompressError(f"--num-layers {num_layers} out of range: the model has {total} layers (use 1..{total}, or 0 for no student)")
     if selection == "bottom":
         return list(range(num_layers))
     if selection == "top":
@@ -38,11 +39,10 @@ def select_layers(total: int, num_layers: int, selection: str = "evenly", layers
 
 def truncate(model, keep: list[int]):
     """A deep copy of `model` whose encoder holds only the layers `keep` (in order)."""
-    import torch
-
     student = copy.deepcopy(model)
-    old = student.bert.encoder.layer
-    student.bert.encoder.layer = torch.nn.ModuleList([old[i] for i in keep])
+    fam = family_of(student)
+    old = fam.layers(student)
+    fam.set_layers(student, [old[i] for i in keep])
     student.config.num_hidden_layers = len(keep)
     # Which original layer each student layer came from: distillation maps layers with it, and
     # pruned checkpoints reload their shapes from the same record (see compress.prune).
@@ -53,7 +53,7 @@ def truncate(model, keep: list[int]):
     st["heads"] = [st["heads"][i] for i in keep]
     st["intermediate"] = [st["intermediate"][i] for i in keep]
     set_structure(student, st)
-    for new_idx, layer in enumerate(student.bert.encoder.layer):
+    for new_idx, layer in enumerate(fam.layers(student)):
         for mod in layer.modules():
             if hasattr(mod, "layer_idx"):
                 mod.layer_idx = new_idx

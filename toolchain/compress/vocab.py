@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import CompressError
+from ..families import of as family_of
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def corpus_ids(tokenizer_file, texts, cfg: VocabConfig = VocabConfig()) -> np.nd
     """Sorted old ids to keep: tokens seen >= min_count times in `texts`, specials, optional chars."""
     tj = json.loads(Path(tokenizer_file).read_text(encoding="utf-8"))
     if tj["model"].get("type") != "WordPiece":
-        raise UsageError(f"{tokenizer_file}: vocabulary pruning supports WordPiece tokenizers, not {tj['model'].get('type')}")
+        raise CompressError(f"{tokenizer_file}: vocabulary pruning supports WordPiece tokenizers, not {tj['model'].get('type')}")
     tok = _raw_tokenizer(tokenizer_file)
     counts = Counter()
     items = [tuple(t) if isinstance(t, list) else t for t in texts]
@@ -103,7 +104,8 @@ def prune_embeddings(model, keep_ids: np.ndarray):
     """Keep only rows `keep_ids` of the word-embedding table, in place; updates the config."""
     import torch
 
-    emb = model.bert.embeddings.word_embeddings
+    fam = family_of(model)
+    emb = fam.get(model, fam.word_embeddings)
     idx = torch.as_tensor(keep_ids, dtype=torch.long, device=emb.weight.device)
     pad_old = emb.padding_idx
     new = torch.nn.Embedding(len(keep_ids), emb.embedding_dim, device=emb.weight.device, dtype=emb.weight.dtype)
@@ -112,7 +114,7 @@ def prune_embeddings(model, keep_ids: np.ndarray):
     if pad_old is not None:
         hit = np.nonzero(keep_ids == pad_old)[0]
         new.padding_idx = int(hit[0]) if len(hit) else None
-    model.bert.embeddings.word_embeddings = new
+    fam.put(model, fam.word_embeddings, new)
     model.config.vocab_size = len(keep_ids)
     if getattr(model.config, "pad_token_id", None) is not None:
         hit = np.nonzero(keep_ids == model.config.pad_token_id)[0]
@@ -121,24 +123,27 @@ def prune_embeddings(model, keep_ids: np.ndarray):
 
 
 def prune_positions(model, max_len: int):
-    """Keep the first `max_len` position embeddings, in place: the tokenizer truncates to max_seq_len,
-    so rows past it are never read (exactly the same function for every input the bundle accepts)."""
+    """Keep the position embeddings of the first `max_len` positions, in place: the tokenizer truncates to
+    max_seq_len, so rows past it are never read (exactly the same function for every input the bundle
+    accepts). Positions count from the family's `position_offset`, so offset + max_len rows stay."""
     import torch
 
-    emb = model.bert.embeddings
-    n = emb.position_embeddings.num_embeddings
-    if max_len >= n:
+    fam = family_of(model)
+    emb = fam.get(model, fam.embeddings)
+    old = fam.get(model, fam.position_embeddings)
+    keep = fam.position_offset + max_len
+    if keep >= old.num_embeddings:
         return model
-    new = torch.nn.Embedding(max_len, emb.position_embeddings.embedding_dim, device=emb.position_embeddings.weight.device,
-                             dtype=emb.position_embeddings.weight.dtype)
+    new = torch.nn.Embedding(keep, old.embedding_dim, padding_idx=old.padding_idx, device=old.weight.device, dtype=old.weight.dtype)
     with torch.no_grad():
-        new.weight.copy_(emb.position_embeddings.weight[:max_len])
-    emb.position_embeddings = new
-    # The registered (non-persistent) buffers BertEmbeddings slices position and type ids from.
-    emb.position_ids = emb.position_ids[:, :max_len].clone()
+        new.weight.copy_(old.weight[:keep])
+    fam.put(model, fam.position_embeddings, new)
+    # The registered (non-persistent) buffers the embeddings slice position and type ids from.
+    if hasattr(emb, "position_ids"):
+        emb.position_ids = emb.position_ids[:, :keep].clone()
     if hasattr(emb, "token_type_ids"):
-        emb.token_type_ids = emb.token_type_ids[:, :max_len].clone()
-    model.config.max_position_embeddings = max_len
+        emb.token_type_ids = emb.token_type_ids[:, :keep].clone()
+    model.config.max_position_embeddings = keep
     return model
 
 

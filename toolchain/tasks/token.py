@@ -14,7 +14,7 @@ import numpy as np
 from runtime_py.token import TOKEN_TASK, chunks, compare_rows, encode_words, real_positions
 
 from ..data import Dataset, Split
-from ..errors import UsageError
+from ..errors import DataError
 
 IGNORE = -100  # positions left out of the loss: specials, padding and every sub-token but a word's first
 CONLL_SUFFIXES = (".conll", ".conllu", ".iob", ".bio")
@@ -53,29 +53,29 @@ def file_format(path: Path, fmt: str = "") -> str:
     """'conll' or 'json' for a token-task file: `data.format` if set, else the extension (.txt is CoNLL here)."""
     if fmt:
         if fmt not in ("conll", "jsonl", "json"):
-            raise UsageError(f"data.format {fmt!r} is not a token-task format (conll, jsonl)")
+            raise DataError(f"data.format {fmt!r} is not a token-task format (conll, jsonl)")
         return "conll" if fmt == "conll" else "json"
     suffix = path.suffix.lower()
     if suffix in CONLL_SUFFIXES or suffix == ".txt":
         return "conll"
     if suffix in JSON_SUFFIXES:
         return "json"
-    raise UsageError(f"{path}: unknown file type '{suffix}' for token classification "
+    raise DataError(f"{path}: unknown file type '{suffix}' for token classification "
                      f"(use .conll/.txt CoNLL columns or .jsonl with words and tags, or set data.format)")
 
 
 def _read_text(path: Path) -> str:
     if not path.exists():
-        raise UsageError(f"{path}: no such file")
+        raise DataError(f"{path}: no such file")
     if not path.is_file():
-        raise UsageError(f"{path}: not a file")
+        raise DataError(f"{path}: not a file")
     try:
         return path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = e.object[:e.start].count(b"\n") + 1
-        raise UsageError(f"{path}: not UTF-8 text (line {line}, byte {e.start}); re-save it as UTF-8") from None
+        raise DataError(f"{path}: not UTF-8 text (line {line}, byte {e.start}); re-save it as UTF-8") from None
     except OSError as e:
-        raise UsageError(f"{path}: cannot read ({e.strerror})") from None
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
 
 
 def read_conll(path: Path) -> list[tuple[list[str], list[str], int]]:
@@ -92,7 +92,7 @@ def read_conll(path: Path) -> list[tuple[list[str], list[str], int]]:
         if cols[0] == "-DOCSTART-":
             continue
         if len(cols) < 2:
-            raise UsageError(f"{path}:{n}: one column ({cols[0][:30]!r}); a CoNLL line needs a token and a tag")
+            raise DataError(f"{path}:{n}: one column ({cols[0][:30]!r}); a CoNLL line needs a token and a tag")
         if not words:
             start = n
         words.append(cols[0])
@@ -100,7 +100,7 @@ def read_conll(path: Path) -> list[tuple[list[str], list[str], int]]:
     if words:
         sents.append((words, tags, start))
     if not sents:
-        raise UsageError(f"{path}: no sentences (a CoNLL file holds 'TOKEN ... TAG' lines, a blank line between sentences)")
+        raise DataError(f"{path}: no sentences (a CoNLL file holds 'TOKEN ... TAG' lines, a blank line between sentences)")
     return sents
 
 
@@ -110,7 +110,7 @@ def _json_rows(path: Path) -> list[tuple[dict, int]]:
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as e:
-            raise UsageError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+            raise DataError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
         numbered = list(zip(rows, range(1, len(rows) + 1)))
     else:
         numbered = []
@@ -120,10 +120,10 @@ def _json_rows(path: Path) -> list[tuple[dict, int]]:
             try:
                 numbered.append((json.loads(line), n))
             except json.JSONDecodeError as e:
-                raise UsageError(f"{path}:{n}: not a JSON object per line ({e.msg})") from None
+                raise DataError(f"{path}:{n}: not a JSON object per line ({e.msg})") from None
     for obj, n in numbered:
         if not isinstance(obj, dict):
-            raise UsageError(f"{path}: row {n}: each row must be a JSON object with a list of words and a list of tags")
+            raise DataError(f"{path}: row {n}: each row must be a JSON object with a list of words and a list of tags")
     return numbered
 
 
@@ -133,7 +133,7 @@ def _pick_list_column(rows, wanted: list, fallback: tuple, path: Path, role: str
         if c in columns and any(isinstance(r.get(c), list) for r, _ in rows):
             return c
     flag = "text" if role == "words" else "label"
-    raise UsageError(f"{path}: no column with a list of {role} (tried {', '.join(map(repr, list(wanted) + list(fallback)))}); "
+    raise DataError(f"{path}: no column with a list of {role} (tried {', '.join(map(repr, list(wanted) + list(fallback)))}); "
                      f"columns are {columns} (set --{flag}-column)")
 
 
@@ -141,7 +141,7 @@ def read_json_words(path: Path, text_column: list, label_column: list) -> list[t
     """(words, tags, row number) per JSONL/JSON row holding a list of words and a list of tags."""
     rows = _json_rows(path)
     if not rows:
-        raise UsageError(f"{path}: no sentences (no JSON rows)")
+        raise DataError(f"{path}: no sentences (no JSON rows)")
     wcol = _pick_list_column(rows, text_column, WORD_COLUMNS, path, "words")
     tcol = _pick_list_column(rows, label_column, TAG_COLUMNS, path, "tags")
     out = []
@@ -149,10 +149,10 @@ def read_json_words(path: Path, text_column: list, label_column: list) -> list[t
         words, tags = r.get(wcol), r.get(tcol)
         for name, v in ((wcol, words), (tcol, tags)):
             if not isinstance(v, list):
-                raise UsageError(f"{path}: row {n}: column '{name}' holds {type(v).__name__}, not a list")
+                raise DataError(f"{path}: row {n}: column '{name}' holds {type(v).__name__}, not a list")
             bad = next((x for x in v if not isinstance(x, (str, int)) or isinstance(x, bool)), None)
             if bad is not None:
-                raise UsageError(f"{path}: row {n}: column '{name}' holds {json.dumps(bad)[:30]}; words and tags must be strings")
+                raise DataError(f"{path}: row {n}: column '{name}' holds {json.dumps(bad)[:30]}; words and tags must be strings")
         out.append(([str(w) for w in words], [str(t) for t in tags], n))
     return out
 
@@ -164,13 +164,13 @@ def read_sentences(path: Path, cfg) -> list[tuple[list[str], list[str], int]]:
     where = "line" if fmt == "conll" else "row"
     for words, tags, n in sents:
         if not words:
-            raise UsageError(f"{path}: {where} {n}: empty sentence (no words); remove it")
+            raise DataError(f"{path}: {where} {n}: empty sentence (no words); remove it")
         if len(words) != len(tags):
-            raise UsageError(f"{path}: {where} {n}: {len(words)} words but {len(tags)} tags")
+            raise DataError(f"{path}: {where} {n}: {len(words)} words but {len(tags)} tags")
         if any(not w.strip() for w in words):
-            raise UsageError(f"{path}: {where} {n}: an empty word; every word needs at least one visible character")
+            raise DataError(f"{path}: {where} {n}: an empty word; every word needs at least one visible character")
         if any(not t.strip() for t in tags):
-            raise UsageError(f"{path}: {where} {n}: an empty tag")
+            raise DataError(f"{path}: {where} {n}: an empty tag")
     return sents
 
 
@@ -187,7 +187,7 @@ def scheme_of(all_tags, path: Path) -> str:
             continue
         prefix, sep, typ = t.partition("-")
         if not sep or prefix not in _PREFIXES or not typ:
-            raise UsageError(f"{path}: tag {t!r} is not O, B-X, I-X (IOB2) or E-X, S-X (BIOES); "
+            raise DataError(f"{path}: tag {t!r} is not O, B-X, I-X (IOB2) or E-X, S-X (BIOES); "
                              "Toolformer reads entity tags in those schemes only")
     return "BIOES" if any(t[:2] in ("E-", "S-") for t in seen) else "IOB2"
 
@@ -222,7 +222,7 @@ def _split_from(name: str, path: Path, sents, scheme: str, order: list[str], not
             repaired += k
         unknown = [x for x in t if x not in index]
         if unknown:
-            raise UsageError(f"{path}: {name} has tag {unknown[0]!r} not seen in training (known: {order})")
+            raise DataError(f"{path}: {name} has tag {unknown[0]!r} not seen in training (known: {order})")
         words.append(w)
         ids.append([index[x] for x in t])
     if repaired:
@@ -233,7 +233,7 @@ def _split_from(name: str, path: Path, sents, scheme: str, order: list[str], not
 def load_token_dataset(cfg, seed: int) -> Dataset:
     """Train/validation/test for the token task as the recipe's [data] section says (validation carved if absent)."""
     if not cfg.train:
-        raise UsageError("token classification needs data.train (--train): a CoNLL or JSONL file with words and tags")
+        raise DataError("token classification needs data.train (--train): a CoNLL or JSONL file with words and tags")
     train_path = Path(cfg.train)
     tr = read_sentences(train_path, cfg)
     scheme = scheme_of((t for _, tags, _ in tr for t in tags), train_path)
@@ -244,7 +244,7 @@ def load_token_dataset(cfg, seed: int) -> Dataset:
         fixed = [repair_iob2(t)[0] if scheme == "IOB2" else t for _, t, _ in tr]
         order = tag_order(t for tags in fixed for t in tags)
     if len(order) < 2:
-        raise UsageError(f"{train_path}: training data has a single tag ({order[0]!r}); a tagger needs at least two")
+        raise DataError(f"{train_path}: training data has a single tag ({order[0]!r}); a tagger needs at least two")
     train = _split_from("train", train_path, tr, scheme, order, notes)
     if cfg.validation:
         vp = Path(cfg.validation)
@@ -256,7 +256,7 @@ def load_token_dataset(cfg, seed: int) -> Dataset:
         random.Random(seed).shuffle(idx)
         n_val = max(1, int(round(len(idx) * cfg.validation_fraction)))
         if len(idx) - n_val < 2:
-            raise UsageError(f"{train_path}: too few sentences ({len(idx)}) to carve a validation split; give --validation")
+            raise DataError(f"{train_path}: too few sentences ({len(idx)}) to carve a validation split; give --validation")
         vi, ti = sorted(idx[:n_val]), sorted(idx[n_val:])
         validation = TokenSplit("validation", [train.texts[i] for i in vi], [train.labels[i] for i in vi],
                                 f"{train_path} (carved {n_val} sentences, seed {seed})")
