@@ -466,5 +466,42 @@ def recipe():
     click.echo(describe())
 
 
+@main.command()
+@click.argument("bundle", required=False, type=click.Path())
+@click.option("--bundle", "named", multiple=True, metavar="NAME=DIR", help="Another bundle to serve under NAME (repeatable).")
+@click.option("--name", help="Model name of BUNDLE in the URLs (default: its directory's name, or the run's for OUT/bundle).")
+@click.option("--artifact", help="Artifact key or file in every bundle, e.g. onnx-int8 (default: the manifest's default).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; anything but loopback needs an API key.")
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="uvicorn processes, each with its own copy of the models.")
+@click.option("--threads", type=click.IntRange(1), help="Intra-op threads per model run.")
+@click.option("--api-key-file", type=click.Path(dir_okay=False), help="API keys, one per line (TOOLFORMER_API_KEY adds one).")
+@click.option("--allow-no-key", is_flag=True, help="Serve a non-loopback --host without API keys.")
+@click.option("--max-batch-size", type=click.IntRange(1), default=32, show_default=True, help="Texts per model run; 1 turns batching off.")
+@click.option("--max-queue-delay-us", type=click.IntRange(0), default=2000, show_default=True, help="How long the oldest queued request waits for others to join its run.")
+@click.option("--max-queue-size", type=click.IntRange(1), default=256, show_default=True, help="Queued requests per model before 503 + Retry-After.")
+@click.option("--request-timeout-s", type=float, default=30.0, show_default=True, help="Arrival to answer; past it 504.")
+@click.option("--max-body-bytes", type=click.IntRange(1), default=4 << 20, show_default=True, help="Request body limit (413).")
+@click.option("--max-texts", type=click.IntRange(1), default=256, show_default=True, help="Texts per request (413).")
+@click.option("--max-text-chars", type=click.IntRange(1), default=20000, show_default=True, help="Characters per text (413); tokens past the bundle's max_seq_len are cut as in training.")
+@click.option("--log-inputs", is_flag=True, help="Log input texts, with e-mails, phone numbers and long digit runs masked.")
+@click.option("--graceful-timeout-s", type=float, default=30.0, show_default=True, help="On SIGTERM, how long in-flight requests may take.")
+@handle_errors
+def serve(bundle, named, name, **opts):
+    """Serve bundles over HTTP: Open Inference Protocol (KServe V2), /v1/predict, /metrics (see docs/serving.md)."""
+    from runtime_py.serve import ConfigError, ServeConfig, parse_bundles
+    from runtime_py.serve import serve as run_server
+
+    try:
+        cfg = ServeConfig(bundles=parse_bundles(bundle, name, named), **opts)
+    except ConfigError as e:
+        _fail(str(e), 2)
+    try:
+        code = run_server(cfg)
+    except ConfigError as e:
+        _fail(str(e), 2)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
     main()
