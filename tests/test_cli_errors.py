@@ -10,7 +10,7 @@ from click.testing import CliRunner
     ("toolchain.errors", "UsageError", 2), ("toolchain.errors", "RecipeError", 2), ("toolchain.errors", "DataError", 2),
     ("toolchain.errors", "FamilyError", 2), ("toolchain.errors", "CompressError", 2), ("toolchain.errors", "GateError", 1),
     ("toolchain.errors", "BenchError", 1), ("targets.errors", "ExportError", 2), ("targets.errors", "DelegationError", 1),
-    ("runtime_py.bundle", "BundleError", 2), ("builtins", "RuntimeError", 1), ("builtins", "KeyError", 1),
+    ("runtime_py.bundle", "BundleError", 2), ("runtime_py.serve.config", "ConfigError", 2), ("builtins", "RuntimeError", 1), ("builtins", "KeyError", 1),
 ])
 def test_exit_codes(where, name, code):
     import importlib

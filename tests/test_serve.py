@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 
 KEY = "test-key-0123456789abcdef"
 KEY2 = "second-key-fedcba9876543210"
@@ -484,7 +484,7 @@ def test_deploy_files_match_the_server():
 @pytest.fixture(scope="module")
 def pair_bundle(tiny_model_dir, tmp_path_factory) -> Path:
     """A tiny sentence-pair (RTE) bundle, ONNX only."""
-    from conftest import SHARED_DATA, onnx_recipe_dict
+    from helpers import SHARED_DATA, onnx_recipe_dict
     from toolchain import recipe as recipe_mod
     from toolchain.pipeline import build
 
@@ -577,7 +577,7 @@ def test_serve_help_lists_the_knobs():
 @pytest.fixture(scope="module")
 def int8_bundle(tiny_model_dir, tmp_path_factory) -> Path:
     """A tiny ONNX dynamic-int8 bundle: ONNX Runtime scales activations per tensor, over the whole batch."""
-    from conftest import onnx_recipe_dict
+    from helpers import onnx_recipe_dict
     from toolchain import recipe as recipe_mod
     from toolchain.pipeline import build
 

@@ -22,10 +22,12 @@ def exit_code(e: BaseException) -> int:
     ToolformerError subclasses (toolchain/errors.py) carry their own code (UsageError, RecipeError,
     DataError, FamilyError, CompressError: 2; GateError, BenchError: 1). The lower layers keep their
     own types: targets' DelegationError (an artifact that must not ship) is 1, any other ExportError
-    (an export the settings do not allow) 2, runtime_py's BundleError (an unreadable bundle) 2.
+    (an export the settings do not allow) 2, runtime_py's BundleError (an unreadable bundle) and the
+    server's ConfigError (bad serve settings) 2.
     Anything else is an internal error: 1, never 2.
     """
     from runtime_py.bundle import BundleError
+    from runtime_py.serve.config import ConfigError
     from targets.errors import DelegationError, ExportError
 
     from .errors import ToolformerError
@@ -36,7 +38,7 @@ def exit_code(e: BaseException) -> int:
         return 130
     if isinstance(e, DelegationError):
         return 1
-    if isinstance(e, (ExportError, BundleError)):
+    if isinstance(e, (ExportError, BundleError, ConfigError)):
         return 2
     return 1
 
@@ -49,9 +51,10 @@ def _message(e: BaseException) -> str:
     if isinstance(e, MemoryError):
         return "out of memory; lower train.batch_size or train.max_seq_len"
     from runtime_py.bundle import BundleError
+    from runtime_py.serve.config import ConfigError
     from targets.errors import ExportError
 
-    if isinstance(e, (ToolformerError, ExportError, BundleError)):
+    if isinstance(e, (ToolformerError, ExportError, BundleError, ConfigError)):
         return str(e)
     text = str(e).strip()
     # A crash of ours, not something the input can fix: say so on one line (the traceback on request).
@@ -489,18 +492,11 @@ def recipe():
 @handle_errors
 def serve(bundle, named, name, **opts):
     """Serve bundles over HTTP: Open Inference Protocol (KServe V2), /v1/predict, /metrics (see docs/serving.md)."""
-    from runtime_py.serve import ConfigError, ServeConfig, parse_bundles
+    from runtime_py.serve import ServeConfig, parse_bundles
     from runtime_py.serve import serve as run_server
 
-    try:
-        cfg = ServeConfig(bundles=parse_bundles(bundle, name, named), **opts)
-    except ConfigError as e:
-        _fail(str(e), 2)
-    try:
-        code = run_server(cfg)
-    except ConfigError as e:
-        _fail(str(e), 2)
-    sys.exit(code)
+    cfg = ServeConfig(bundles=parse_bundles(bundle, name, named), **opts)
+    sys.exit(run_server(cfg))
 
 
 if __name__ == "__main__":

@@ -135,76 +135,48 @@ class Observe:
             log.info(json.dumps(line, ensure_ascii=False))
 
 
-def create_app(models: dict, cfg: ServeConfig, keys: list[str]) -> FastAPI:
-    """The app serving `models` ({name: runtime_py.Model}) under `cfg`; `keys` empty = no authentication."""
-    metrics = Metrics()
-    checker = KeyChecker(keys)
-    served = {name: ServedModel(name, m, cfg, metrics) for name, m in models.items()}
-    default = next(iter(served)) if len(served) == 1 else None
+class Service:
+    """What the routes share: the served models, the config, the key checker and the metrics."""
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        for s in served.values():
-            s.batcher.start()
-        app.state.ready = True
-        log.info(json.dumps({"event": "ready", "models": {n: s.version for n, s in served.items()},
-                             "cross_request_batching": {n: not s.batch_dependent for n, s in served.items()},
-                             "auth": checker.enabled, "max_batch_size": cfg.max_batch_size,
-                             "max_queue_delay_us": cfg.max_queue_delay_us}))
-        try:
-            yield
-        finally:
-            app.state.ready = False
-            for s in served.values():
-                await s.batcher.stop()
-            log.info(json.dumps({"event": "stopped"}))
+    def __init__(self, models: dict, cfg: ServeConfig, keys: list[str]):
+        self.cfg = cfg
+        self.metrics = Metrics()
+        self.checker = KeyChecker(keys)
+        self.served = {name: ServedModel(name, m, cfg, self.metrics) for name, m in models.items()}
+        self.default = next(iter(self.served)) if len(self.served) == 1 else None
 
-    app = FastAPI(title="Toolformer model server", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.ready = False
+    def authorise(self, request: Request) -> None:
+        self.checker.check(request.headers.get("authorization"))
 
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, e: ApiError):
-        request.state.error = e.message
-        return _error(e.status, e.message, e.headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, e: StarletteHTTPException):
-        msg = {404: f"no route {request.url.path}", 405: f"method {request.method} not allowed on {request.url.path}"}
-        return _error(e.status_code, msg.get(e.status_code, str(e.detail)), getattr(e, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, e: Exception):
-        log.error(json.dumps({"event": "internal_error", "path": request.url.path, "error": f"{type(e).__name__}: {e}"}))
-        return _error(500, "internal server error")
-
-    def authorise(request: Request) -> None:
-        checker.check(request.headers.get("authorization"))
-
-    def lookup(request: Request, name: str) -> ServedModel:
-        s = served.get(name)
+    def lookup(self, request: Request, name: str, version: str | None = None) -> ServedModel:
+        s = self.served.get(name)
         if s is None:
-            raise ApiError(404, f"no model {name!r}; this server has: {', '.join(served)}")
+            raise ApiError(404, f"no model {name!r}; this server has: {', '.join(self.served)}")
         request.state.model = name
+        if version is not None and version != s.version:
+            raise ApiError(404, f"model {name!r} has no version {version!r}; it has {s.version!r}")
         return s
 
-    async def read_body(request: Request) -> bytes:
+    async def read_body(self, request: Request) -> bytes:
+        limit = self.cfg.max_body_bytes
         length = request.headers.get("content-length")
         if length is not None:
             if not length.isdigit():
                 raise ApiError(400, "Content-Length is not a number")
-            if int(length) > cfg.max_body_bytes:
-                raise ApiError(413, f"request body of {int(length)} bytes exceeds the limit of {cfg.max_body_bytes}")
+            if int(length) > limit:
+                raise ApiError(413, f"request body of {int(length)} bytes exceeds the limit of {limit}")
         chunks, total = [], 0
         async for chunk in request.stream():
             total += len(chunk)
-            if total > cfg.max_body_bytes:
-                raise ApiError(413, f"request body exceeds the limit of {cfg.max_body_bytes} bytes")
+            if total > limit:
+                raise ApiError(413, f"request body exceeds the limit of {limit} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def classify(request: Request, s: ServedModel, texts: list, arrived: float) -> tuple[np.ndarray, int]:
-        st = request.state
-        st.texts = len(texts)
+    def check_texts(self, request: Request, texts: list) -> None:
+        """Count and bound the texts of one request (413 past the limits), noting masked inputs when asked."""
+        cfg = self.cfg
+        request.state.texts = len(texts)
         if not texts:
             raise ApiError(400, "no texts to classify")
         if len(texts) > cfg.max_texts:
@@ -214,7 +186,12 @@ def create_app(models: dict, cfg: ServeConfig, keys: list[str]) -> FastAPI:
             if n > cfg.max_text_chars:
                 raise ApiError(413, f"text {i} has {n} characters; the limit is {cfg.max_text_chars}")
         if cfg.log_inputs:
-            st.inputs = [[mask(x) for x in t] if isinstance(t, tuple) else mask(t) for t in texts]
+            request.state.inputs = [[mask(x) for x in t] if isinstance(t, tuple) else mask(t) for t in texts]
+
+    async def classify(self, request: Request, s: ServedModel, texts: list, arrived: float) -> tuple[np.ndarray, int]:
+        """Logits for `texts` through the model's batcher, with the batcher's refusals as HTTP errors."""
+        self.check_texts(request, texts)
+        st, cfg, metrics = request.state, self.cfg, self.metrics
         truncated = s.count_truncated(texts)
         st.truncated = truncated
         try:
@@ -236,6 +213,43 @@ def create_app(models: dict, cfg: ServeConfig, keys: list[str]) -> FastAPI:
             metrics.truncated.labels(s.name).inc(truncated)
         return res.logits, truncated
 
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app):
+        """Start every batcher, mark the app ready, and on shutdown drain them."""
+        for s in self.served.values():
+            s.batcher.start()
+        app.state.ready = True
+        log.info(json.dumps({"event": "ready", "models": {n: s.version for n, s in self.served.items()},
+                             "cross_request_batching": {n: not s.batch_dependent for n, s in self.served.items()},
+                             "auth": self.checker.enabled, "max_batch_size": self.cfg.max_batch_size,
+                             "max_queue_delay_us": self.cfg.max_queue_delay_us}))
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            for s in self.served.values():
+                await s.batcher.stop()
+            log.info(json.dumps({"event": "stopped"}))
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, e: ApiError):
+        request.state.error = e.message
+        return _error(e.status, e.message, e.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException):
+        msg = {404: f"no route {request.url.path}", 405: f"method {request.method} not allowed on {request.url.path}"}
+        return _error(e.status_code, msg.get(e.status_code, str(e.detail)), getattr(e, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, e: Exception):
+        log.error(json.dumps({"event": "internal_error", "path": request.url.path, "error": f"{type(e).__name__}: {e}"}))
+        return _error(500, "internal server error")
+
+
+def _add_health_routes(app: FastAPI, svc: Service) -> None:
     @app.get("/v2/health/live")
     async def live(request: Request):
         request.state.endpoint = "health_live"
@@ -257,21 +271,27 @@ def create_app(models: dict, cfg: ServeConfig, keys: list[str]) -> FastAPI:
             version = "unknown"
         return {"name": SERVER_NAME, "version": version, "extensions": []}
 
+    @app.get("/metrics")
+    async def prometheus(request: Request):
+        request.state.endpoint = "metrics"
+        for n, s in svc.served.items():
+            svc.metrics.queue_depth.labels(n).set(s.batcher.depth)
+        return Response(svc.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _add_model_routes(app: FastAPI, svc: Service) -> None:
     @app.get("/v2/models/{name}")
     @app.get("/v2/models/{name}/versions/{version}")
     async def model_metadata(request: Request, name: str, version: str | None = None):
         request.state.endpoint = "model_metadata"
-        authorise(request)
-        s = lookup(request, name)
-        if version is not None and version != s.version:
-            raise ApiError(404, f"model {name!r} has no version {version!r}; it has {s.version!r}")
-        return s.metadata()
+        svc.authorise(request)
+        return svc.lookup(request, name, version).metadata()
 
     @app.get("/v2/models/{name}/ready")
     async def model_ready(request: Request, name: str):
         request.state.endpoint = "model_ready"
-        authorise(request)
-        lookup(request, name)
+        svc.authorise(request)
+        svc.lookup(request, name)
         ok = bool(app.state.ready)
         return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 503)
 
@@ -280,44 +300,44 @@ def create_app(models: dict, cfg: ServeConfig, keys: list[str]) -> FastAPI:
     async def infer(request: Request, name: str, version: str | None = None):
         arrived = time.perf_counter()
         request.state.endpoint = "infer"
-        authorise(request)
-        s = lookup(request, name)
-        if version is not None and version != s.version:
-            raise ApiError(404, f"model {name!r} has no version {version!r}; it has {s.version!r}")
+        svc.authorise(request)
+        s = svc.lookup(request, name, version)
         if request.headers.get("inference-header-content-length") is not None:
             raise ApiError(400, "the binary tensor extension is not supported; send JSON")
-        texts, wanted, rid = protocol.parse_infer(protocol.parse_json(await read_body(request)), s.pair)
+        texts, wanted, rid = protocol.parse_infer(protocol.parse_json(await svc.read_body(request)), s.pair)
         if rid is not None:
             request.state.request_id = rid[:128]
-        logits, truncated = await classify(request, s, texts, arrived)
+        logits, truncated = await svc.classify(request, s, texts, arrived)
         return JSONResponse(protocol.infer_response(s.name, s.version, rid, logits, s.labels, wanted, truncated))
 
     @app.post("/v1/predict")
     async def predict(request: Request):
         arrived = time.perf_counter()
         request.state.endpoint = "predict"
-        authorise(request)
-        obj = protocol.parse_json(await read_body(request))
+        svc.authorise(request)
+        obj = protocol.parse_json(await svc.read_body(request))
         name = obj.get("model") if isinstance(obj, dict) else None
         if name is None:
-            if default is None:
-                raise ApiError(400, f"this server has several models ({', '.join(served)}): say which with \"model\"")
-            name = default
+            if svc.default is None:
+                raise ApiError(400, f"this server has several models ({', '.join(svc.served)}): say which with \"model\"")
+            name = svc.default
         if not isinstance(name, str):
             raise ApiError(400, "'model' must be a string")
-        s = lookup(request, name)
+        s = svc.lookup(request, name)
         texts, _ = protocol.parse_predict(obj, s.pair)
-        logits, truncated = await classify(request, s, texts, arrived)
+        logits, truncated = await svc.classify(request, s, texts, arrived)
         return JSONResponse(protocol.predict_response(s.name, logits, s.labels, truncated))
 
-    @app.get("/metrics")
-    async def prometheus(request: Request):
-        request.state.endpoint = "metrics"
-        for n, s in served.items():
-            metrics.queue_depth.labels(n).set(s.batcher.depth)
-        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(Observe, metrics=metrics)
-    app.state.served = served
-    app.state.metrics = metrics
+def create_app(models: dict, cfg: ServeConfig, keys: list[str]) -> FastAPI:
+    """The app serving `models` ({name: runtime_py.Model}) under `cfg`; `keys` empty = no authentication."""
+    svc = Service(models, cfg, keys)
+    app = FastAPI(title="Toolformer model server", lifespan=svc.lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.ready = False
+    _add_error_handlers(app)
+    _add_health_routes(app, svc)
+    _add_model_routes(app, svc)
+    app.add_middleware(Observe, metrics=svc.metrics)
+    app.state.served = svc.served
+    app.state.metrics = svc.metrics
     return app
