@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._quiet import native_stderr, quiet_loggers
+
 
 class OnnxBackend:
     """ONNX Runtime session on the CPU. `InferenceSession.run` is thread-safe."""
@@ -47,31 +49,47 @@ class ExecuTorchBackend:
 
     def __init__(self, path: str | Path, threads: int | None = None):
         import torch
-        from executorch.runtime import Runtime
 
-        if not ExecuTorchBackend._kernels_loaded:
-            # Quantized embedding kernels must be registered before an int8 program is loaded.
-            try:
-                import executorch.kernels.quantized  # noqa: F401
-            except Exception:
-                pass
-            ExecuTorchBackend._kernels_loaded = True
+        quiet_loggers()
+        with native_stderr():
+            from executorch.runtime import Runtime
+
+            if not ExecuTorchBackend._kernels_loaded:
+                # Quantized embedding kernels must be registered before an int8 program is loaded.
+                try:
+                    import executorch.kernels.quantized  # noqa: F401
+                except Exception:
+                    pass
+                ExecuTorchBackend._kernels_loaded = True
         if threads:
             torch.set_num_threads(int(threads))
         self._torch = torch
         self._lock = threading.Lock()
-        try:
-            program = Runtime.get().load_program(Path(path))
-            self.method = program.load_method("forward")
-        except Exception as e:
-            raise RuntimeError(f"{path}: ExecuTorch cannot load it ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        failure = None
+        # The first method load probes the CPU from C++ and prints to fd 2; keep that out of the user's output.
+        with native_stderr() as native:
+            try:
+                program = Runtime.get().load_program(Path(path))
+                self.method = program.load_method("forward")
+            except Exception as e:
+                failure = str(e).splitlines()[0] if str(e) else type(e).__name__
+                native.replay = False  # one line below says it, with ExecuTorch's own last message
+        if failure is not None:
+            why = native.last_message()
+            raise RuntimeError(f"{path}: ExecuTorch cannot load it ({failure}{'; ' + why if why else ''})")
         self.input_names = ["input_ids", "attention_mask", "token_type_ids"]
+        self._first_run = True
 
     def run(self, arrays: dict) -> np.ndarray:
         torch = self._torch
         inputs = [torch.from_numpy(np.ascontiguousarray(arrays[n], dtype=np.int64)) for n in self.input_names]
         with self._lock:
-            out = self.method.execute(inputs)
+            if self._first_run:  # the first call may start the thread pool (more native probing)
+                with native_stderr():
+                    out = self.method.execute(inputs)
+                self._first_run = False
+            else:
+                out = self.method.execute(inputs)
         return out[0].detach().numpy().astype(np.float32, copy=True)
 
 

@@ -94,7 +94,10 @@ def quantize_program(model, cfg: ExecuTorchInt8Config, calibration: list | None)
         prepared = prepare_pt2e(ep.module(), quantizer)
         # Weight observers need one pass in either mode; static mode also learns activation ranges here.
         batches = [_to_tensors(a) for a in calibration] if calibration else [args]
-        for batch in (batches if cfg.mode == "static" else batches[:1]):
+        from tqdm.auto import tqdm  # drawn on a terminal only
+
+        for batch in tqdm(batches if cfg.mode == "static" else batches[:1], desc="calibrate executorch int8",
+                          unit="batch", leave=False, disable=None if cfg.mode == "static" else True):
             prepared(*batch)
         converted = convert_pt2e(prepared)
         qep = torch.export.export(converted, args, dynamic_shapes=shapes, strict=False)

@@ -95,7 +95,10 @@ def _reader(batches: list, names: list):
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self._items = iter([{n: np.ascontiguousarray(b[n], dtype=np.int64) for n in names} for b in batches])
+            from tqdm.auto import tqdm  # drawn on a terminal only
+
+            self._items = iter(tqdm([{n: np.ascontiguousarray(b[n], dtype=np.int64) for n in names} for b in batches],
+                                    desc="calibrate onnx int8", unit="batch", leave=False, disable=None))
 
         def get_next(self):
             return next(self._items, None)

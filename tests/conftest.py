@@ -72,6 +72,36 @@ def tiny_onnx_build(tiny_model_dir, tmp_path_factory) -> Path:
     from toolchain import recipe as recipe_mod
     from toolchain.pipeline import build
 
-    out = tmp_path_factory.mktemp("tiny-onnx-build") / "out"
-    build(recipe_mod.build(onnx_recipe_dict(tiny_model_dir, out)))
-    return out
+    return _tiny_onnx_builds(tiny_model_dir, tmp_path_factory)[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_stopped(tiny_model_dir, tmp_path_factory) -> Path:
+    """The staging dir of tiny_onnx_build as it was just before its commit (every stage recorded,
+    bundle/ inside): what a kill there leaves. Read-only; copy it to `.OUT.partial` of an OUT."""
+    return _tiny_onnx_builds(tiny_model_dir, tmp_path_factory)[1]
+
+
+_ONNX_BUILDS: list = []
+
+
+def _tiny_onnx_builds(model_dir: Path, tmp_path_factory) -> tuple[Path, Path]:
+    """One build for both fixtures above: its staging dir is copied aside as the commit starts."""
+    if not _ONNX_BUILDS:
+        from unittest import mock
+
+        from toolchain import pipeline, staging
+        from toolchain import recipe as recipe_mod
+
+        base = tmp_path_factory.mktemp("tiny-onnx-build")
+        out, stopped = base / "out", base / "stopped-before-commit"
+        commit = staging.commit
+
+        def copy_then_commit(staging, dest):
+            shutil.copytree(staging, stopped)
+            commit(staging, dest)
+
+        with mock.patch.object(staging, "commit", copy_then_commit):
+            pipeline.build(recipe_mod.build(onnx_recipe_dict(model_dir, out)))
+        _ONNX_BUILDS[:] = [out, stopped]
+    return _ONNX_BUILDS[0], _ONNX_BUILDS[1]

@@ -5,6 +5,8 @@ Fixtures built from them live in tests/conftest.py.
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -82,3 +84,36 @@ def run_cli(*args, cwd=None, env=None, timeout=900) -> subprocess.CompletedProce
     e.update(env or {})
     return subprocess.run([sys.executable, "-m", "toolchain.cli", *map(str, args)], cwd=cwd or ROOT, env=e,
                           capture_output=True, text=True, timeout=timeout)
+
+
+# --- Identity and equality of builds (crash-safety tests: test_kill.py, test_resume_states.py) ---
+
+def tree(path: Path) -> dict:
+    """relative path → sha256 of every file under `path` (the identity of a build directory)."""
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def verified(bundle: Path) -> bool:
+    """runtime_py's verification (checksums, tokenizer, labels, golden outputs) of an ONNX-only bundle."""
+    from runtime_py.verify import verify_bundle
+
+    return verify_bundle(bundle)["passed"]
+
+
+def golden_logits(out: Path):
+    import numpy as np
+
+    g = json.loads((out / "bundle" / "golden.json").read_text())
+    return np.asarray(next(iter(g["artifact_logits"].values())), dtype=np.float64)
+
+
+def assert_same_build(a: Path, b: Path) -> None:
+    """Two builds of the same recipe/data/seed: same metrics, same artifact outputs (fp32 rounding)."""
+    import numpy as np
+
+    sa, sb = (json.loads((x / "summary.json").read_text()) for x in (a, b))
+    assert sa["original"]["val_accuracy"] == sb["original"]["val_accuracy"]
+    assert sa["shipped"]["val_accuracy"] == sb["shipped"]["val_accuracy"]
+    assert [h["val_accuracy"] for h in sa["original"]["train"]["history"]] == [h["val_accuracy"] for h in sb["original"]["train"]["history"]]
+    np.testing.assert_allclose(golden_logits(a), golden_logits(b), rtol=1e-5, atol=1e-6)

@@ -71,3 +71,16 @@ def test_missing_and_invalid_recipe_files(tmp_path):
     bad.write_text("[train\n")
     with pytest.raises(UsageError, match="not valid TOML"):
         R.load(bad)
+
+
+def test_quickstart_recipe_is_the_default():
+    """samples/recipes/quickstart.toml spells out exactly what `toolformer build` with no arguments does."""
+    import dataclasses
+
+    from toolchain import data as D
+
+    q, d = R.load(ROOT / "samples" / "recipes" / "quickstart.toml"), R.build({})
+    assert Path(q.data.train).resolve() == D.default_train_file().resolve()
+    assert Path(q.data.validation).resolve() == (D.SAMPLE_DIR / "dev.csv").resolve()
+    q = dataclasses.replace(q, data=dataclasses.replace(q.data, train=d.data.train, validation=d.data.validation))
+    assert q == d

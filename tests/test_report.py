@@ -19,6 +19,11 @@ def test_build_writes_report_and_plot(tiny_build):
     manifest = json.loads((tiny_build / "bundle" / "manifest.json").read_text())
     assert "accuracy_latency.png" in manifest["files"] and "report.md" in manifest["files"]
     summary = json.loads((tiny_build / "summary.json").read_text())
+    # How each model was trained: full fine-tuning of the original trains every weight.
+    t = summary["training"]["original"]
+    assert t["method"] == "full" and t["trainable_fraction"] == 1.0 and t["trainable_params"] == summary["original"]["params"]
+    assert t["step_seconds"] > 0 and t["peak_memory_mb"] > 0 and manifest["training"]["original"]["method"] == "full"
+    assert "## Training" in md and "| original | full |" in md and "| student | full |" in md
     rows = {r["name"]: r for r in summary["latency"]}
     arts = {f"{a['format']}-{a['precision']}" for a in manifest["artifacts"]}
     assert set(rows) == {"original"} | arts and {"executorch-fp32", "onnx-fp32"} <= arts

@@ -249,10 +249,9 @@ def _open(subject: Subject, threads: int):
         from transformers import AutoConfig
         from transformers.models.auto.modeling_auto import (MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
                                                             MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING)
-        from transformers.utils import logging as hf_logging
+        from .quiet import quiet_transformers
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
+        quiet_transformers()
         torch.set_num_threads(threads)
         # Resolving the class imports its (lazy) modeling module: import cost, not load time.
         config = AutoConfig.from_pretrained(subject.path)

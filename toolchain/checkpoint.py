@@ -55,8 +55,14 @@ class EpochCheckpoint:
         if meta.get("fingerprint") != self.key:
             print(f"[toolformer] ignoring {self.dir}: it belongs to another training run", flush=True)
             return None
+        from .finetune import trained_state
+
         device = next(model.parameters()).device
-        model.load_state_dict(load_file(str(self.dir / "model.safetensors"), device=str(device)))
+        saved = load_file(str(self.dir / "model.safetensors"), device=str(device))
+        if set(saved) != set(trained_state(model)):
+            print(f"[toolformer] ignoring {self.dir}: it holds other weights than this run trains", flush=True)
+            return None
+        model.load_state_dict(saved, strict=False)  # frozen weights (LoRA's base) are as loaded at the start
         extra = torch.load(self.dir / "training_state.pt", map_location="cpu", weights_only=True)
         opt.load_state_dict(extra["optimizer"])
         sched.load_state_dict(extra["scheduler"])
@@ -83,12 +89,15 @@ class EpochCheckpoint:
         import torch
         from safetensors.torch import save_file
 
+        from .finetune import trained_state
+
         if not self.enabled:
             return
         tmp = self.dir.parent / (self.dir.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        # Trainable weights only: the whole model for full fine-tuning, the adapters and head for LoRA.
+        save_file({k: v.detach().contiguous().cpu() for k, v in trained_state(model).items()}, str(tmp / "model.safetensors"))
         if best_state is not None:
             save_file({k: v.contiguous() for k, v in best_state.items()}, str(tmp / "best.safetensors"))
         torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),

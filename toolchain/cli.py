@@ -83,9 +83,13 @@ def handle_errors(fn):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="toolformer")
-def main():
+@click.option("-v", "--verbose", is_flag=True, help="Let third-party libraries' logs, warnings and progress bars through.")
+def main(verbose):
     """Toolformer: fine-tune, compress, export and prove BERT-family encoders for edge CPUs."""
+    from .quiet import configure
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    configure(verbose)
 
 
 from .compress.command import apply_flags, compress_options  # noqa: E402  (click only; keeps --help fast)
@@ -156,6 +160,8 @@ def recipe_overrides(opts: dict) -> dict:
 @click.option("--epochs", type=float, help="Epochs for the original and the student.")
 @click.option("--out", help="Output directory.")
 @click.option("--force", is_flag=True, help="Replace an existing output directory once the new build is complete.")
+@click.option("--lora", is_flag=True, default=None,
+              help="Fine-tune the original with LoRA adapters (train.method = lora; see train.lora_* keys), merged afterwards.")
 @click.option("--resume", is_flag=True,
               help="Continue an interrupted build (same recipe and flags) from .OUT.partial: finished stages are "
                    "reused, fine-tuning restarts from its last epoch checkpoint.")
@@ -170,6 +176,8 @@ def build(recipe, epochs, out, force, resume, **opts):
     from . import recipe as recipe_mod
 
     over = recipe_overrides(opts)
+    if opts.pop("lora", None):
+        over.setdefault("train", {})["method"] = "lora"
     if epochs is not None:
         over.setdefault("train", {})["epochs"] = epochs
         over.setdefault("student", {})["epochs"] = epochs
@@ -305,8 +313,12 @@ def bench(target, threads, batch_sizes, seq_lens, iters, warmup, only, original,
                 device="auto (CUDA when present), cpu, cuda or cuda:N.")
 @click.option("--epochs", type=float, help="Epochs.")
 @click.option("--force", is_flag=True, help="Replace an existing OUT once the new checkpoint is complete.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run (same recipe and flags) from .OUT.partial, "
+                                              "after its last epoch checkpoint.")
+@click.option("--lora", is_flag=True, default=None,
+              help="Fine-tune the original with LoRA adapters (train.method = lora; see train.lora_* keys), merged afterwards.")
 @handle_errors
-def finetune(recipe, out, epochs, force, **opts):
+def finetune(recipe, out, epochs, force, resume, **opts):
     """Fine-tune only the original into OUT (a Hugging Face checkpoint with tokenizer and train_result.json).
 
     Train where the GPUs are (also under `accelerate launch` / `torchrun`), then compress and export
@@ -315,6 +327,8 @@ def finetune(recipe, out, epochs, force, **opts):
     from . import recipe as recipe_mod
 
     over = recipe_overrides(opts)
+    if opts.pop("lora", None):
+        over.setdefault("train", {})["method"] = "lora"
     if epochs is not None:
         over.setdefault("train", {})["epochs"] = epochs
     r = recipe_mod.load(recipe, over)
@@ -323,13 +337,15 @@ def finetune(recipe, out, epochs, force, **opts):
     from .pipeline import finetune as finetune_original
 
     try:
-        res = finetune_original(r, out, force=force)
+        res = finetune_original(r, out, force=force, resume=resume)
     finally:
         finish()
     if res is None:  # a non-main process of a multi-process launch
         return
     click.echo(f"original  val accuracy {res.best_accuracy:.4f} (epoch {res.best_epoch:g})  {res.device} {res.precision}  "
-               f"{res.processes} process{'es' if res.processes > 1 else ''}  {res.examples_per_s:.1f} examples/s")
+               f"{res.processes} process{'es' if res.processes > 1 else ''}  {res.examples_per_s:.1f} examples/s  "
+               f"{res.method}{f' r={res.lora_r}' if res.method == 'lora' else ''}: {res.trainable_params:,} trainable "
+               f"({100 * res.trainable_fraction:.2f}%)")
     click.echo(f"checkpoint: {out}")
 
 
@@ -343,9 +359,11 @@ def finetune(recipe, out, epochs, force, **opts):
 @click.option("--epochs", type=float, help="Epochs of distillation / recovery training of the student.")
 @click.option("--out", help="Output directory (default: a RECIPE's out, else CHECKPOINT-compressed, or OUT-compressed for a build's OUT/original).")
 @click.option("--force", is_flag=True, help="Replace an existing output directory once the new one is complete.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run (same checkpoint, recipe and flags) from "
+                                              ".OUT.partial: finished stages are reused.")
 @compress_options
 @handle_errors
-def compress(checkpoint, recipe, epochs, out, force, **opts):
+def compress(checkpoint, recipe, epochs, out, force, resume, **opts):
     """Compress a fine-tuned CHECKPOINT: truncate, prune, distil, sparsify, prune the vocabulary,
     then export, check parity and bundle into OUT (student/, compression.md/.json/.png, bundle/).
 
@@ -382,7 +400,7 @@ def compress(checkpoint, recipe, epochs, out, force, **opts):
     from .pipeline import build as run_build
 
     try:
-        summary = run_build(r, force=force)
+        summary = run_build(r, force=force, resume=resume)
     finally:
         finish()
     if summary is not None:

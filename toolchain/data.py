@@ -178,7 +178,7 @@ def _to_ids(raw: list[str], order: list[str], path: Path, name: str) -> list[int
     return [index[r] for r in raw]
 
 
-SAMPLE_DIR = Path(__file__).resolve().parent.parent / "samples" / "support_intents"
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "samples" / "support_intents_v2"
 
 
 def default_train_file() -> Path:

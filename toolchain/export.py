@@ -3,9 +3,15 @@
 Int8 is calibrated on the recipe's training split; the artifact is checked against the checkpoint
 on the validation split with the recipe's [parity] gate for its precision. The file appears at
 OUT only when it passed (exit 1 and nothing written otherwise).
+
+Crash safety: everything is written into a hidden temporary directory next to OUT and each file is
+renamed into place (atomic per file; a debug twin before its artifact, the artifact last), so a
+kill leaves OUT absent, the previous OUT or the new one. A rerun clears the temporary directories a
+killed run left behind.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -40,6 +46,9 @@ def export_checkpoint(checkpoint: str | Path, target: str, precision: str, out: 
         raise UsageError(f"{out}: exists; pass --force to replace it")
     if not out.parent.is_dir():
         raise UsageError(f"{out.parent}: no such directory")
+    for stale in out.parent.glob(f".{out.name}.*"):  # scratch of an earlier, killed export of this OUT
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
     model = load_checkpoint(ckpt)
     data = load_dataset(r.data, r.train.seed)
     max_len = r.train.max_seq_len
@@ -69,6 +78,7 @@ def export_checkpoint(checkpoint: str | Path, target: str, precision: str, out: 
         if not res["passed"]:
             raise GateError(f"{out.name}: parity gate failed, nothing written: " + "; ".join(res["reasons"]))
         files = [f for f in Path(tmp).iterdir() if f.name.startswith(out.stem) and f.name != "tokenizer.json"]
+        files.sort(key=lambda f: f.name == out.name)  # the artifact itself last: it is what marks the export done
         for f in files:
-            shutil.move(str(f), out.parent / f.name)
+            os.replace(f, out.parent / f.name)  # same filesystem: one atomic rename each
     return {"export": facts, "parity": res, "files": [str(out.parent / f.name) for f in files]}

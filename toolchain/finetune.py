@@ -65,6 +65,18 @@ class TrainResult:
     micro_batch_size: int = 0
     device_name: str = ""
     train_seconds: float = 0.0
+    step_seconds: float = 0.0  # training time per optimizer step (evaluation excluded)
+    # CUDA: peak allocated by torch during this call; CPU: the process's peak resident set so far.
+    peak_memory_mb: float = 0.0
+    peak_memory_kind: str = ""
+    # How the weights were trained (toolchain.lora): full | lora, and what was trainable.
+    method: str = "full"
+    lora_r: int = 0
+    lora_alpha: float = 0.0
+    lora_target_modules: list = field(default_factory=list)
+    trainable_params: int = 0
+    total_params: int = 0
+    trainable_fraction: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,8 +91,12 @@ class TrainResult:
 
     def facts(self) -> dict:
         """Where and how the model was trained, for summaries and bundle manifests."""
-        keys = ("device", "device_name", "precision", "processes", "grad_accum", "global_batch_size", "micro_batch_size", "steps")
-        return {**{k: getattr(self, k) for k in keys}, "examples_per_s": round(self.examples_per_s, 1)}
+        keys = ("device", "device_name", "precision", "processes", "grad_accum", "global_batch_size", "micro_batch_size", "steps",
+                "method", "trainable_params", "total_params", "peak_memory_kind")
+        lora = {"lora_r": self.lora_r, "lora_alpha": self.lora_alpha, "lora_target_modules": self.lora_target_modules} if self.method == "lora" else {}
+        return {**{k: getattr(self, k) for k in keys}, **lora, "trainable_fraction": round(self.trainable_fraction, 6),
+                "examples_per_s": round(self.examples_per_s, 1), "step_seconds": round(self.step_seconds, 4),
+                "peak_memory_mb": round(self.peak_memory_mb, 1)}
 
 
 @dataclass
@@ -194,6 +210,16 @@ def _device_name(device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
 
 
+def _peak_memory_mb(device) -> tuple[float, str]:
+    import resource
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda allocated (this training)"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS"
+
+
 def train(model, train_split: Split, val_split: Split, encoder, cfg: TrainConfig, out_dir: Path,
           desc: str = "fine-tune", loss_fn: Callable | None = None) -> TrainResult:
     """Fine-tune `model` in place; the best validation checkpoint is saved to `out_dir` (main process) and reloaded.
@@ -227,10 +253,15 @@ def train(model, train_split: Split, val_split: Split, encoder, cfg: TrainConfig
     result = TrainResult(best_accuracy=-1.0, best_epoch=0.0, device=acc.device.type, precision=precision,
                          processes=world, grad_accum=accum, global_batch_size=cfg.batch_size,
                          micro_batch_size=math.ceil(cfg.batch_size / (world * accum)), device_name=_device_name(acc.device))
+    result.trainable_params = int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+    result.total_params = int(sum(p.numel() for p in model.parameters()))
+    result.trainable_fraction = result.trainable_params / max(result.total_params, 1)
     st = TrainState()
     # Per-epoch checkpoint in out_dir/checkpoint: a killed run (build --resume) continues after its last epoch.
     ckpt = EpochCheckpoint(out_dir, cfg, model, len(train_split), len(val_split), desc, world)
     best_state = ckpt.restore(model, opt, sched, st, result, acc.scaler)
+    if acc.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(acc.device)
     t0 = time.perf_counter()
     n_epochs = math.ceil(cfg.epochs)
     try:
@@ -254,7 +285,7 @@ def train(model, train_split: Split, val_split: Split, encoder, cfg: TrainConfig
             # Every process sees the same gathered accuracy, so all agree on the best epoch.
             if acc_val > result.best_accuracy:
                 result.best_accuracy, result.best_epoch = acc_val, ep
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in trained_state(model).items()}
                 if main:
                     model.save_pretrained(out_dir)
             st.epoch = epoch + 1
@@ -266,6 +297,7 @@ def train(model, train_split: Split, val_split: Split, encoder, cfg: TrainConfig
         model.__dict__.pop("forward", None)
         acc.free_memory()
     result.seconds = time.perf_counter() - t0
+    result.peak_memory_mb, result.peak_memory_kind = _peak_memory_mb(acc.device)
     _finish(model, result, st, best_state, ckpt, out_dir, main)
     return result
 
@@ -275,6 +307,7 @@ def _finish(model, result: TrainResult, st: TrainState, best_state, ckpt: EpochC
     result.train_seconds = st.train_seconds
     result.examples_per_s = st.seen / max(st.train_seconds, 1e-9)
     result.steps = st.step
+    result.step_seconds = st.train_seconds / max(st.step, 1)
     if main:
         (out_dir / "train_result.json").write_text(json.dumps(result.to_dict(), indent=2))
     if best_state is not None:
@@ -284,6 +317,13 @@ def _finish(model, result: TrainResult, st: TrainState, best_state, ckpt: EpochC
         if ckpt.resumed_epoch:  # the best weights may date from before the kill: write them again, whole
             model.save_pretrained(out_dir)
     model.eval()
+
+
+def trained_state(model) -> dict:
+    """The state dict without frozen parameters (all of it for full fine-tuning; adapters + head for LoRA):
+    what epoch checkpoints and the best-epoch copy hold, the frozen weights being those loaded at the start."""
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    return {k: v for k, v in model.state_dict().items() if k not in frozen}
 
 
 def _train_epoch(acc, ddp_model, model, opt, sched, split: Split, encoder, cfg: TrainConfig, epoch: int, limit: int,

@@ -87,10 +87,9 @@ _MAY_BE_NEW = ("classifier.", "bert.pooler.")
 
 
 def _quiet_transformers():
-    from transformers.utils import logging as hf_logging
+    from .quiet import quiet_transformers
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    quiet_transformers()
 
 
 def load_classifier(source: str, labels: list[str], trust_remote_code: bool = False, require_head: bool = False,

@@ -52,7 +52,8 @@ def golden_payload(texts: list, labels: list, arrays: dict, original: np.ndarray
 
 def write_bundle(dest: Path, *, artifacts: list, tokenizer_file: Path, labels: list, max_seq_len: int,
                  pair: bool, golden: dict, extra_files: dict, info: dict, task: str = "sequence-classification") -> Path:
-    """Assemble a complete bundle at `dest` (which must not exist yet) via a sibling staging dir.
+    """Assemble a complete bundle at `dest` via a sibling staging dir, renamed into place when complete
+    (a `dest` left by an interrupted run is replaced whole).
 
     `artifacts`: dicts with `path` (a file to copy) plus the manifest fields format, precision,
     source, parity, gate, export. `extra_files`: {name in bundle: source path} (report etc.).
@@ -97,6 +98,10 @@ def write_bundle(dest: Path, *, artifacts: list, tokenizer_file: Path, labels: l
         **info,
     }
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if dest.exists():
+        # Left by a run killed after its rename (packaging is never recorded, so never reused):
+        # replaced whole, so the bundle holds this run's files only.
+        shutil.rmtree(dest)
     staging.rename(dest)
     return dest
 

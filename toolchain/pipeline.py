@@ -53,10 +53,17 @@ def build(r, force: bool = False, resume: bool = False) -> dict:
     out = Path(r.out)
     # Bad input is refused before torch/accelerate are even imported (fast, and nothing written).
     source, data, _ = preflight(r)
-    _check_out(out, force)  # on every process, so a refusal ends them all alike
+    key = staging.build_key(r, data, source)
+    # Killed after its commit: OUT is already this build, and `--resume` has nothing left to do.
+    finished = staging.complete_build(out, key) if resume and not force else None
+    if finished is None:
+        _check_out(out, force)  # on every process, so a refusal ends them all alike
     dist.init(r.train.device)
     if resume and dist.num_processes() > 1:
         raise UsageError("--resume works for single-process builds; rerun it without a multi-process launcher")
+    if finished is not None:
+        print(f"[toolformer] resume: {out} is already the complete build of this recipe; nothing to do", flush=True)
+        return _verdict(finished, out)
     hand = dist.Handover()
     if not dist.is_main():
         import tempfile
@@ -67,7 +74,7 @@ def build(r, force: bool = False, resume: bool = False) -> dict:
         hand.release()
         return None
     try:
-        work = staging.prepare(out, staging.build_key(r, data, source), resume)[0]
+        work = staging.prepare(out, key, resume)[0]
         try:
             summary = _run_stages(r, source, data, work, hand)
         except KeyboardInterrupt:
@@ -77,9 +84,17 @@ def build(r, force: bool = False, resume: bool = False) -> dict:
             raise
         if not summary["passed"]:
             shutil.rmtree(work / "bundle", ignore_errors=True)
+            for arc in work.glob("bundle.tar.*"):  # an archive an interrupted run of this build left
+                arc.unlink()
+        print(f"[toolformer] commit: {out}", flush=True)  # the last event before OUT is swapped in
         staging.commit(work, out)
     finally:
         hand.release()
+    return _verdict(summary, out)
+
+
+def _verdict(summary: dict, out: Path) -> dict:
+    """The summary of a build whose gates passed; GateError (exit 1) naming the failures otherwise."""
     if not summary["passed"]:
         failed = [f"{a['artifact']}: {'; '.join(a['reasons'])}" for a in summary["artifacts"] if not a["passed"]]
         raise GateError(f"parity gate failed, no bundle written ({out}/parity.json): " + " | ".join(failed))
@@ -113,11 +128,14 @@ def _run_stages(r, source: str, data, work: Path, hand=None) -> dict | None:
     return stages.package(ws, original, shipped, exported, checked, latency)
 
 
-def finetune(r, out, force: bool = False):
+def finetune(r, out, force: bool = False, resume: bool = False):
     """`toolformer finetune`: only the original, into a checkpoint dir (train on GPUs, compress and export anywhere).
 
     OUT gets the Hugging Face checkpoint (config, safetensors, tokenizer), train_result.json and
     recipe.toml, written by the main process through a staging dir; other processes return None.
+    With `resume` (single process), the staging dir of an interrupted run of the same recipe and data
+    continues: training restarts after its last epoch checkpoint, a finished (recorded and verified)
+    checkpoint is committed without training again.
     """
     import tempfile
 
@@ -133,9 +151,21 @@ def finetune(r, out, force: bool = False):
     source, data, _ = preflight(r)
     out = Path(out)
     _check_out(out, force)
+    if resume and dist.num_processes() > 1:
+        raise UsageError("--resume works for single-process runs; rerun it without a multi-process launcher")
     main = dist.is_main()
-    work = staging.prepare(out, "", False)[0] if main else None
+    key = staging.build_key(r, data, source)
+    work = staging.prepare(out, key, resume)[0] if main else None
+    progress = staging.Progress(work, key) if main else None
     hand = dist.Handover()
+    done = progress.get("original") if main else None
+    if done is not None:  # killed after training finished, before the commit: the checkpoint is complete
+        from .finetune import TrainResult
+
+        print("[toolformer] fine-tune original: reused from the interrupted run", flush=True)
+        staging.commit(work, out)
+        hand.release()
+        return TrainResult.from_dict(done["train"])
     try:
         with tempfile.TemporaryDirectory(prefix="toolformer-tok-") as scratch:
             tok_file = model_mod.save_tokenizer_json(source, Path(scratch) / "tokenizer.json", r.model.trust_remote_code)
@@ -144,14 +174,20 @@ def finetune(r, out, force: bool = False):
             model = model_mod.load_classifier(source, data.labels, r.model.trust_remote_code, task=data.task)
             if main:
                 print(f"[toolformer] fine-tune original: {source} on {len(data.train)} rows, {r.train.epochs:g} epochs", flush=True)
-            res = train(model, data.train, data.validation, encoder, TrainConfig.from_recipe(r, "train"),
-                        work if main else Path(scratch) / "unused", "original")
+            from .lora import train_original  # full fine-tuning or LoRA (merged into a plain checkpoint)
+
+            _, res = train_original(model, r, data.train, data.validation, encoder, TrainConfig.from_recipe(r, "train"),
+                                    work if main else Path(scratch) / "unused", save=main)
         if not hand.meet():
             hand.release()  # wait for the main process to finish writing
             return None
         model_mod.save_tokenizer(source, work, r.model.trust_remote_code)
         recipe_mod.dump(r, work / "recipe.toml")
+        progress.mark("original", files=[f for f in work.iterdir() if not f.name.startswith((staging.PROGRESS, "." + staging.PROGRESS))],
+                      train=res.to_dict())
         staging.commit(work, out)
+    except KeyboardInterrupt:
+        raise  # keep the staging directory: `--resume` continues from it
     except BaseException:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)

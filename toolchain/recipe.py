@@ -36,7 +36,7 @@ class DataSection:
                    "(one tag per word: NER, PII, slots; CoNLL or JSONL words + tags).")
     format: str = _f("", "Token task only: '' = by extension (.conll/.txt CoNLL columns, .jsonl/.json words + tags), "
                      "'conll' or 'jsonl' forces one.")
-    train: str = _f("", "Training file (CSV, TSV or JSONL); empty = samples/support_intents/train.csv.")
+    train: str = _f("", "Training file (CSV, TSV or JSONL); empty = samples/support_intents_v2/train.csv.")
     validation: str = _f("", "Validation file; empty = carved from train (seeded).")
     test: str = _f("", "Optional test file, scored at the end.")
     text_column: list = _f(["text"], "Text column; a list gives alternatives tried in order per file.")
@@ -63,6 +63,13 @@ class TrainSection:
     precision: str = _f("auto", "auto | fp32 | bf16 | fp16 (autocast; auto = bf16/fp16 on CUDA, fp32 on CPU).")
     grad_accum: int = _f(1, "Micro-batches per optimizer step.")
     skip: bool = _f(False, "Use the model as already fine-tuned (it must carry a classification head).")
+    method: str = _f("full", "How the original is fine-tuned: full (every weight) | lora (low-rank adapters through peft, "
+                             "merged into a plain checkpoint afterwards; likes a ~10x higher learning_rate, e.g. 5e-4).")
+    lora_r: int = _f(8, "LoRA rank (method = lora).")
+    lora_alpha: float = _f(16.0, "LoRA scaling numerator: the update is scaled by lora_alpha / lora_r.")
+    lora_dropout: float = _f(0.1, "Dropout on the LoRA branch's input.")
+    lora_target_modules: list = _f([], "Module names (as peft matches them: a name or its last dotted parts) that get "
+                                       "adapters; empty = the family's default (bert: query, key, value, dense).")
 
 
 @dataclass(frozen=True)
@@ -90,18 +97,25 @@ class ParitySection:
     # SST-2 MiniLM student (benchmarks/int8.py --variants): eight int8 variants scored 0.9943-0.9998;
     # a calibration on one repeated word scored 0.977 on a tiny model (tests/test_int8.py).
     int8_min_cosine: float = _f(0.99, "int8 artifact vs its PyTorch source: cosine of the logit matrices (rows centred, all rows at once).")
-    int8_min_top1: float = _f(0.95, "int8 artifact vs its PyTorch source: top-1 agreement.")
-    min_top1_vs_original: float = _f(0.80, "Any artifact vs the original: top-1 agreement on validation text.")
-    max_accuracy_drop: float = _f(0.08, "Largest validation accuracy drop of an artifact below the original.")
+    int8_min_top1: float = _f(0.95, "int8 artifact vs its PyTorch source: top-1 agreement on decisive rows (reference margin above the near-tie margin, see tie_scale).")
+    min_top1_vs_original: float = _f(0.80, "Any artifact vs the original: top-1 agreement on validation text (decisive rows: the original's margin above the artifact's near-tie margin).")
+    max_accuracy_drop: float = _f(0.08, "Largest validation accuracy drop of an artifact below the original (paired: fails only if also significant, see accuracy_alpha).")
     seq_lens: list = _f([8, 33, 77], "Sequence lengths (padded) checked besides each batch's natural length.")
     batch_size: int = _f(16, "Batch size for parity runs (>1 exercises padding).")
     num_examples: int = _f(256, "Validation rows used for parity (0 = all).")
     golden_size: int = _f(16, "Golden examples stored in the bundle for `verify`.")
     # fp16 weights round each value to ~3 significant digits: logits move by ~1e-3, far above fp32's
     # 1e-4 gate but far below anything that changes a prediction.
+    # Near-ties (docs/gates.md): a top-1 flip counts only on rows whose reference margin exceeds
+    # max(tie_floor, tie_scale x the median per-row gap error); 8x the median covered every flip of
+    # the faithful artifacts in benchmarks/gates.py while a 1%-noise fault's flips stayed decisive.
+    tie_scale: float = _f(8.0, "Top-1 gates count a flip only where the reference's top-2 margin exceeds this many times the artifact's median per-row logit-gap error (near-ties are not judged).")
+    tie_floor: float = _f(1e-4, "Smallest near-tie margin (logit units), whatever the error scale.")
+    min_decisive: float = _f(0.5, "fp16/int8: smallest fraction of rows whose reference margin exceeds the near-tie margin (below it the artifact's error rivals the model's own decisions).")
+    accuracy_alpha: float = _f(0.05, "An accuracy drop above max_accuracy_drop fails only when McNemar's exact one-sided test on the discordant rows gives p below this.")
     fp16_max_abs: float = _f(2e-2, "fp16-weight artifact vs its PyTorch source: max-abs logit error.")
-    fp16_min_cosine: float = _f(0.9995, "fp16-weight artifact vs its PyTorch source: minimum cosine of logits.")
-    fp16_min_top1: float = _f(0.99, "fp16-weight artifact vs its PyTorch source: top-1 agreement.")
+    fp16_min_cosine: float = _f(0.9995, "fp16-weight artifact vs its PyTorch source: minimum cosine of the row-centred logit matrix (as int8; max_abs bounds each logit).")
+    fp16_min_top1: float = _f(0.99, "fp16-weight artifact vs its PyTorch source: top-1 agreement on decisive rows.")
     # arm64 (`verify --arm64`) vs the build machine's logits of the same artifact: NEON and AVX kernels
     # sum in another order (~1e-6 on MiniLM); a wrong kernel moves logits by 1e-2 or more.
     arm64_fp32_max_abs: float = _f(1e-4, "fp32 artifact on arm64 vs on the build machine: max-abs logit drift.")
@@ -213,7 +227,7 @@ _SECTION_TYPES = {
     "compress": CompressSection, "quant": QuantSection,
 }
 # Fields that accept a single value where a list is declared ("text_column = 'sentence'").
-_LIST_FIELDS_ACCEPT_SCALAR = {"text_column", "text_pair_column", "label_column", "targets", "precisions", "layers"}
+_LIST_FIELDS_ACCEPT_SCALAR = {"lora_target_modules", "text_column", "text_pair_column", "label_column", "targets", "precisions", "layers"}
 
 
 def _coerce(where: str, name: str, default, value):
@@ -279,6 +293,12 @@ def _check_ranges(r: Recipe) -> None:
         (r.train.batch_size > 0, "train.batch_size must be > 0"),
         (r.train.max_seq_len >= 8, "train.max_seq_len must be at least 8"),
         (r.train.grad_accum >= 1, "train.grad_accum must be >= 1"),
+        (r.train.method in ("full", "lora"), f"train.method must be full or lora, got {r.train.method!r}"),
+        (r.train.lora_r >= 1, "train.lora_r must be >= 1"),
+        (r.train.lora_alpha > 0, "train.lora_alpha must be > 0"),
+        (0.0 <= r.train.lora_dropout < 1.0, "train.lora_dropout must be in [0, 1)"),
+        (all(isinstance(m, str) and m for m in r.train.lora_target_modules), "train.lora_target_modules must be a list of module names"),
+        (not (r.train.skip and r.train.method == "lora"), "train.method = lora trains the original, but train.skip is set"),
         (r.student.num_layers >= 0, "student.num_layers must be >= 0"),
         (r.student.layer_selection in ("bottom", "top", "evenly", "explicit"),
          f"student.layer_selection must be bottom, top, evenly or explicit, got {r.student.layer_selection!r}"),
@@ -307,7 +327,8 @@ def _check_ranges(r: Recipe) -> None:
     # `verify` never accepts an artifact-vs-source gate looser than these limits, so a build may not either.
     for prec, limits in GATE_LIMITS.items():
         for k, lim in limits.items():
-            name = {"int8_min_logit_cosine": "int8_min_cosine"}.get(f"{prec}_{k}", f"{prec}_{k}")  # key kept for old recipes
+            name = {"int8_min_logit_cosine": "int8_min_cosine", "fp16_min_logit_cosine": "fp16_min_cosine"}.get(f"{prec}_{k}", f"{prec}_{k}")  # key kept for old recipes
+            name = {"max_tie_scale": "tie_scale", "max_tie_floor": "tie_floor", "min_decisive": "min_decisive"}.get(k, name)
             val = getattr(r.parity, name, None)
             if val is not None and (val > lim if k.startswith("max_") else val < lim):
                 raise RecipeError(f"recipe: parity.{name} = {val} is looser than `verify` accepts ({lim})")

@@ -31,6 +31,7 @@ def write_markdown(summary: dict, path: Path) -> None:
         lines.append(f"| {s['model']} (shipped) | {s['layers']} | {s['params']:,} | {_pct(s['val_accuracy'])} |")
     if s.get("test_accuracy") is not None:
         lines += ["", f"Test accuracy of the shipped model (PyTorch): {_pct(s['test_accuracy'])}"]
+    lines += training_lines(summary)
     lines += [
         "",
         "## Artifacts and parity",
@@ -62,6 +63,25 @@ def write_markdown(summary: dict, path: Path) -> None:
     lines += ["", "## Versions", "", ", ".join(f"{k} {v}" for k, v in summary["versions"].items()),
               "", f"Recipe sha256: `{summary['recipe_sha256']}`", ""]
     Path(path).write_text("\n".join(lines), encoding="utf-8")
+
+
+def training_lines(summary: dict) -> list:
+    """The 'Training' section: how each trained model was trained (method, LoRA rank, what was trainable, cost)."""
+    rows = summary.get("training") or {}
+    if not rows:
+        return []
+    lines = ["", "## Training", "",
+             "| model | method | trainable parameters | trainable fraction | step time | peak memory | device |",
+             "|---|---|---:|---:|---:|---:|---|"]
+    for name, t in rows.items():
+        method = t.get("method", "full")
+        if method == "lora":
+            method = f"LoRA r={t.get('lora_r')} alpha={t.get('lora_alpha'):g} ({', '.join(t.get('lora_target_modules', []))}), merged"
+        mem = f"{t['peak_memory_mb']:.0f} MB ({t.get('peak_memory_kind', '')})" if t.get("peak_memory_mb") else "-"
+        step = f"{1000 * t['step_seconds']:.1f} ms" if t.get("step_seconds") else "-"
+        lines.append(f"| {name} | {method} | {t.get('trainable_params', 0):,} | {_pct(t.get('trainable_fraction'))} | {step} | {mem} | "
+                     f"{t.get('device', '')} {t.get('precision', '')} |")
+    return lines
 
 
 def _accuracy_of(summary: dict, name: str):
@@ -96,6 +116,19 @@ def latency_lines(summary: dict) -> list:
 
 def write_accuracy_latency_plot(summary: dict, path: Path) -> Path | None:
     """accuracy_latency.png: validation accuracy against batch-1 p50 latency, the original and every artifact."""
+    fig = accuracy_latency_figure(summary)
+    if fig is None:
+        return None
+    path = Path(path)
+    fig.savefig(path)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def accuracy_latency_figure(summary: dict):
+    """The figure behind accuracy_latency.png (None without latency rows); `fig.toolformer_labels` are its labels."""
     rows = [r for r in summary.get("latency") or [] if _accuracy_of(summary, r["name"]) is not None]
     if not rows:
         return None
@@ -103,22 +136,25 @@ def write_accuracy_latency_plot(summary: dict, path: Path) -> Path | None:
 
     matplotlib.use("Agg")  # files only; no display on build machines
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    colors = {"pytorch": "tab:gray", "executorch": "tab:blue", "onnx": "tab:orange"}
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for r in rows:
-        acc = 100 * _accuracy_of(summary, r["name"])
-        ax.scatter(r["p50_ms"], acc, s=30 + r["bytes"] / 1e6, color=colors.get(r["format"], "tab:green"),
-                   marker="s" if r["precision"] == "fp32" else "o", alpha=0.8, edgecolors="black", linewidths=0.5)
-        ax.annotate(f"{r['name']} ({r['bytes'] / 1e6:.1f} MB)", (r["p50_ms"], acc), textcoords="offset points",
-                    xytext=(5, 4), fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlabel(f"p50 latency, ms (batch 1, {rows[0]['seq_len']} tokens, log scale)")
-    ax.set_ylabel("validation accuracy, %")
-    ax.set_title("Accuracy versus latency (marker area ~ size)")
-    ax.grid(True, which="both", alpha=0.3)
+    from .plots import COLORS, MARKERS, Point, tradeoff
+
+    points = [Point(label=f"{r['name']}\n{r['bytes'] / 1e6:.1f} MB, {100 * _accuracy_of(summary, r['name']):.2f}%",
+                    x=r["p50_ms"], y=100 * _accuracy_of(summary, r["name"]), size=r["bytes"],
+                    color=COLORS.get(r["format"], COLORS["stage"]), marker=MARKERS.get(r["precision"], "o"),
+                    reference=r["format"] == "pytorch" and r["name"] == "original") for r in rows]
+    fig, ax = plt.subplots(figsize=(8.6, 5.0), dpi=120)
+    texts, size_keys = tradeoff(ax, points, log_x=True,
+                                xlabel=f"p50 latency, ms (batch 1, {rows[0]['seq_len']} tokens, log scale)")
+    ax.set_title("Accuracy versus latency: up and left is better than the original (star)", fontsize=10)
+    formats = sorted({r["format"] for r in rows} - {"pytorch"})
+    precs = [p for p in MARKERS if p in {r["precision"] for r in rows if r["format"] != "pytorch"}]
+    kinds = ([Line2D([], [], ls="", marker="s", color=COLORS[f], markersize=8, label=f) for f in formats if f in COLORS]
+             + [Line2D([], [], ls="", marker=MARKERS[p], color="#bbbbbb", markeredgecolor="black", markersize=8, label=p)
+                for p in precs])
+    ax.legend(handles=kinds + size_keys, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
+              labelspacing=1.3, borderpad=0.8, title="marker area = size", title_fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    fig.toolformer_labels = texts
+    return fig

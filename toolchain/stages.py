@@ -58,7 +58,8 @@ def finetune_original(ws: Workspace) -> Trained:
     """1. The original: the full model fine-tuned on the task (or taken as given with train.skip)."""
     r, data, work = ws.recipe, ws.data, ws.work
     ws.log.start("fine-tune original", f"{ws.source} as given (already fine-tuned; not trained again)" if r.train.skip
-                 else f"{ws.source} on {len(data.train)} rows, {r.train.epochs:g} epochs")
+                 else f"{ws.source} on {len(data.train)} rows, {r.train.epochs:g} epochs"
+                 + (f", LoRA r={r.train.lora_r}" if r.train.method == "lora" else ""))
     done = ws.progress.get("original")
     original = model_mod.load_classifier(str(work / "original") if done else ws.source, data.labels, r.model.trust_remote_code,
                                          require_head=r.train.skip or bool(done), task=data.task)
@@ -69,14 +70,18 @@ def finetune_original(ws: Workspace) -> Trained:
         original.save_pretrained(work / "original")
         acc = ws.evaluate(original)
     else:
-        res = train(original, data.train, data.validation, ws.encoder, TrainConfig.from_recipe(r, "train"), work / "original", "original")
+        from .distributed import is_main
+        from .lora import train_original  # full fine-tuning or LoRA (merged into a plain model)
+
+        original, res = train_original(original, r, data.train, data.validation, ws.encoder, TrainConfig.from_recipe(r, "train"),
+                                       work / "original", save=is_main())
         acc = res.best_accuracy
     model_mod.save_tokenizer(ws.source, work / "original", r.model.trust_remote_code)
     if not done:
-        ws.progress.mark("original", train=res.to_dict() if res else None, val_accuracy=acc)
+        ws.progress.mark("original", files=[ws.work / "original"], train=res.to_dict() if res else None, val_accuracy=acc)
     ws.log.end(val_accuracy=acc, params=count_params(original), device=res.device if res else "n/a",
                precision=res.precision if res else "n/a", examples_per_s=round(res.examples_per_s, 1) if res else None,
-               **({"resumed": True} if done else {}))
+               method=res.method if res else "n/a", **({"resumed": True} if done else {}))
     return Trained(original, "original", acc, res, ws.tok_file, ws.encoder)
 
 
@@ -95,7 +100,8 @@ def make_student(ws: Workspace, original: Trained) -> Trained:
         ws.log.end(resumed=True, params=count_params(stu.model))
     else:
         stu = build_student(ws, original.model, original.val_accuracy)
-        ws.progress.mark("student", **stu.record(ws.work))
+        ws.progress.mark("student", files=[ws.work / "student", *([stu.tokenizer_file] if stu.tokenizer_file != ws.tok_file else [])],
+                         **stu.record(ws.work))
     # A vocabulary-pruned student reads other ids than the original: each gets its own tokenizer.
     enc = ws.encoder if stu.tokenizer_file == ws.tok_file else TextEncoder(stu.tokenizer_file, ws.recipe.train.max_seq_len)
     return Trained(stu.model, "student", None, stu.train_result, stu.tokenizer_file, enc,
@@ -123,12 +129,10 @@ def export(ws: Workspace, shipped: Trained) -> list[dict]:
 
 def _export_one(ws: Workspace, shipped: Trained, tname: str, prec: str, path: Path) -> dict:
     import targets
-    from runtime_py.bundle import sha256_file
 
     r = ws.recipe
     ws.log.start(f"export {tname} {prec}", path.name)
     done = ws.progress.get(f"export {path.name}")
-    done = done if done and path.is_file() and sha256_file(path) == done["sha256"] else None
     if done:
         facts = done["facts"]  # resumed: this artifact was exported completely before the interruption
     else:
@@ -137,7 +141,7 @@ def _export_one(ws: Workspace, shipped: Trained, tname: str, prec: str, path: Pa
         except targets.ExportError as e:  # the same error, saying which export it was (toolchain/cli.py maps it)
             raise type(e)(f"export {tname} {prec}: {e}") from None
     if not done:
-        ws.progress.mark(f"export {path.name}", sha256=sha256_file(path), facts=facts)
+        ws.progress.mark(f"export {path.name}", files=sorted(path.parent.glob(f"{path.stem}.*")), facts=facts)
     ws.log.end(bytes=path.stat().st_size, **({"resumed": True} if done else {}))
     return facts
 
@@ -175,7 +179,9 @@ def parity(ws: Workspace, original: Trained, shipped: Trained, exported: list[di
     src_logits = parity_mod.reference_outputs(shipped.model, sets)
     orig_logits = src_logits if shipped is original else parity_mod.reference_outputs(original.model, orig_sets)
     results = []
-    for art in exported:
+    from .quiet import bar
+
+    for art in bar(exported, desc="parity", unit="artifact"):
         gate = parity_mod.gate_for(art["precision"], p)
         backend = open_backend(art["path"], art["format"])
         if tok_task:  # judged at first sub-tokens only, F1 drop by a paired bootstrap (toolchain.tasks.token)
@@ -277,6 +283,7 @@ def _summary(ws: Workspace, original: Trained, shipped: Trained, checked: Checke
                      if m.train is not None},
         "versions": versions(),
         "recipe_sha256": r.sha256(),
+        "build_key": ws.progress.recipe_sha,  # `build --resume` of an OUT that already is this build has nothing to do
     }
 
 

@@ -61,7 +61,14 @@ def _fsync_dir(path: Path) -> None:
 
 
 def commit(staging: Path, out: Path) -> None:
-    """Put the finished `staging` in place of `out` (which may exist) atomically, then drop the old one."""
+    """Put the finished `staging` in place of `out` (which may exist) atomically, then drop the old one.
+
+    The stage records are removed from `staging` first, so OUT never holds them: a kill before the
+    swap leaves a staging dir that `--resume` no longer continues (it starts afresh; OUT is untouched),
+    a kill after it leaves OUT = the new build, byte for byte what an uninterrupted commit leaves.
+    """
+    Progress.drop(staging)
+    _fsync_dir(staging)
     if out.exists():
         if exchange(staging, out):
             # `staging` now holds the previous build: rename it aside before deleting, so a kill
@@ -77,9 +84,26 @@ def commit(staging: Path, out: Path) -> None:
     else:
         staging.rename(out)
         _fsync_dir(out.parent)
-    Progress.drop(out)  # a committed build is not resumable (the previous one never had the file)
+    Progress.drop(out)  # an OUT committed by an older version may still hold its records
     for stale in out.parent.glob(f".{out.name}.old-*"):  # left by a build killed while cleaning up
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def complete_build(out: Path, key: str) -> dict | None:
+    """OUT's summary when OUT is already the complete build of `key` and nothing is left to resume
+    (a build killed after its commit): `build --resume` then has nothing to do."""
+    staging = staging_dir(out)
+    if (Progress.read(staging) or {}).get("recipe_sha256") == key:
+        return None  # an interrupted build of the same key is waiting in the staging dir
+    try:
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or summary.get("build_key") != key:
+        return None
+    if summary.get("passed") and not (out / "bundle" / "manifest.json").is_file():
+        return None
+    return summary
 
 
 def prepare(out: Path, recipe_sha: str, resume: bool) -> tuple[Path, bool]:
@@ -111,11 +135,13 @@ def prepare(out: Path, recipe_sha: str, resume: bool) -> tuple[Path, bool]:
 
 
 def build_key(r, data, source: str) -> str:
-    """What a resumed build must share with the interrupted one: the resolved recipe, the data rows
-    and the model files (size and mtime), so edited data or a replaced checkpoint start afresh."""
+    """What a resumed build must share with the interrupted one: the resolved recipe (but its `out`:
+    the staging dir's place already ties it to OUT), the data rows and the model files (size and
+    mtime), so edited data or a replaced checkpoint start afresh."""
     import hashlib
 
-    h = hashlib.sha256(r.sha256().encode())
+    resolved = {k: v for k, v in r.to_dict().items() if k != "out"}
+    h = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode())
     for split in data.splits():
         h.update(json.dumps([split.name, split.texts, split.labels], ensure_ascii=False).encode())
     h.update(json.dumps(data.labels).encode())
@@ -149,17 +175,62 @@ class Progress:
     @staticmethod
     def drop(work: Path) -> None:
         (Path(work) / PROGRESS).unlink(missing_ok=True)
+        for tmp in Path(work).glob(f".{PROGRESS}.tmp-*"):  # a save a kill interrupted (atomic_write)
+            tmp.unlink(missing_ok=True)
 
     def get(self, stage: str) -> dict | None:
-        """What the interrupted build recorded for `stage`, or None when it must run."""
-        return self.stages.get(stage)
+        """What the interrupted build recorded for `stage`, or None when it must run.
 
-    def mark(self, stage: str, **facts) -> None:
-        """Record `stage` as complete (written atomically: a kill leaves the old record or the new one)."""
-        self.stages[stage] = json.loads(json.dumps(facts, default=str))
+        A record that lists files (`mark(..., files=...)`) counts only while every one of them is on
+        disk with its recorded size and sha256; otherwise the stage and every stage recorded after
+        it (which were built from it) are dropped and redone.
+        """
+        rec = self.stages.get(stage)
+        if rec is None:
+            return None
+        files = rec.get("files") if isinstance(rec, dict) else None
+        if not files or file_facts(self.work, [self.work / f for f in files]) != files:
+            print(f"[toolformer] resume: {stage}: recorded, but its files are missing or changed; doing it again", flush=True)
+            self.discard(stage, later=True)
+            return None
+        return rec
+
+    def discard(self, stage: str, later: bool = False) -> None:
+        """Forget `stage` (and with `later` every stage recorded after it) and delete the files it
+        recorded, so its redo never mixes with what an earlier run left."""
+        names = list(self.stages)
+        if stage not in names:
+            return
+        gone = names[names.index(stage):] if later else [stage]
+        files = [f for name in gone for f in (self.stages[name].get("files") or {}) if isinstance(self.stages[name], dict)]
+        for name in gone:
+            del self.stages[name]
+        self.save()  # first: a kill below leaves unrecorded files, which a resume redoes anyway
+        for f in files:
+            (self.work / f).unlink(missing_ok=True)
+
+    def mark(self, stage: str, files=(), **facts) -> None:
+        """Record `stage` as complete with the size and sha256 of its `files` (paths or dirs under the
+        staging dir), written atomically: a kill leaves the old record or the new one."""
+        rec = json.loads(json.dumps(facts, default=str))
+        rec["files"] = file_facts(self.work, files)
+        self.stages[stage] = rec
         self.save()
 
     def save(self) -> None:
         from runtime_py.bundle import atomic_write
 
         atomic_write(self.work / PROGRESS, json.dumps({"recipe_sha256": self.recipe_sha, "stages": self.stages}, indent=1))
+
+
+def file_facts(root: Path, paths) -> dict:
+    """{path relative to `root`: [bytes, sha256]} of each file in `paths`, directories walked;
+    a missing path is left out (so a comparison with a record notices it)."""
+    from runtime_py.bundle import sha256_file
+
+    root, found = Path(root), {}
+    for p in map(Path, paths):
+        for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
+            if f.is_file():
+                found[str(f.relative_to(root))] = [f.stat().st_size, sha256_file(f)]
+    return found

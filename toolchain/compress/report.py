@@ -43,36 +43,47 @@ def markdown(report: dict) -> str:
 
 
 def plot(report: dict, path: Path) -> None:
-    """Accuracy and size per stage, the original as a dashed line (PNG via matplotlib, no display)."""
+    """compression.png: accuracy against size for every stage, the original as the reference (PNG, no display)."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(report)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def figure(report: dict):
+    """The figure behind compression.png; `fig.toolformer_labels` are its labels (the tests check they do not overlap)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..plots import COLORS, Point, tradeoff
+
     rows = report["stages"]
-    names = [r["stage"] for r in rows]
-    acc = [100 * (r.get("val_accuracy") or 0) for r in rows]
-    size = [r["fp32_bytes"] / 1e6 for r in rows]
-    zstd = [r["zstd_bytes"] / 1e6 for r in rows]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-    a1.bar(names, acc, color="#4c72b0")
-    a1.axhline(acc[0], ls="--", color="k", lw=1, label="original")
-    a1.set_ylim(max(0, min(acc) - 10), 100)
-    a1.set_ylabel("validation accuracy (%)")
-    a1.set_title("accuracy per stage")
-    a1.legend(loc="lower left")
-    x = range(len(names))
-    a2.bar([i - 0.2 for i in x], size, width=0.4, label="fp32", color="#55a868")
-    a2.bar([i + 0.2 for i in x], zstd, width=0.4, label="zstd", color="#c44e52")
-    a2.set_xticks(list(x), names)
-    a2.set_ylabel("MB")
-    a2.set_title("size per stage")
-    a2.legend()
-    for ax in (a1, a2):
-        ax.tick_params(axis="x", rotation=30)
+    fig, ax = plt.subplots(figsize=(8.6, 5.0))
+    scored = [r for r in rows if r.get("val_accuracy") is not None]
+    if not scored:  # nothing was evaluated: say so instead of drawing empty axes
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no stage has a validation accuracy", ha="center", va="center", transform=ax.transAxes)
+        fig.toolformer_labels = []
+        return fig
+    points = []
+    for i, r in enumerate(scored):
+        sparse = r["zstd_bytes"] < 0.8 * r["fp32_bytes"]  # zeros from sparsity: the archive size is the one that moved
+        extra = f", {_mb(r['zstd_bytes'])} zstd" if sparse else ""
+        points.append(Point(label=f"{r['stage']}\n{_mb(r['fp32_bytes'])} MB{extra}, {_pct(r['val_accuracy'])}",
+                            x=r["fp32_bytes"] / 1e6, y=100 * r["val_accuracy"], size=r["flops"],
+                            color=COLORS["pytorch"] if i == 0 else COLORS["stage"], reference=i == 0))
+    texts, keys = tradeoff(ax, points, xlabel="size, MB (fp32 tensors as saved)", size_unit=1e9, size_name="GFLOPs/seq",
+                           path_line=True)
+    ax.set_title(f"Compression stages in order (grey line) against the original (star); "
+                 f"FLOPs at {rows[0]['seq_len']} tokens", fontsize=10)
+    ax.legend(handles=keys, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, labelspacing=1.3,
+              borderpad=0.8, title="marker area = FLOPs", title_fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    fig.toolformer_labels = texts
+    return fig
 
 
 def write(report: dict, out_dir: Path) -> list[Path]:
