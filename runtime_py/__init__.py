@@ -59,8 +59,27 @@ class Model:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         return np.concatenate(outs, axis=0)
 
+    @property
+    def task(self) -> str:
+        """'sequence-classification' or 'token-classification' (from the manifest)."""
+        return (self.manifest.get("task") or {}).get("type", "sequence-classification")
+
+    def entities(self, texts, batch_size: int = 32) -> list[list[dict]]:
+        """Token bundles: entity spans per raw text, [{"type", "text", "start", "end", "score"}] (runtime_py.token)."""
+        from . import token
+
+        return token.entities(self, texts, batch_size=batch_size)
+
+    def tags(self, words, batch_size: int = 32, scores: bool = False) -> list:
+        """Token bundles: one tag per word for pre-split sentences (a list of lists of words)."""
+        from . import token
+
+        return token.tags(self, words, batch_size=batch_size, scores=scores)
+
     def predict(self, texts, batch_size: int = 32) -> list[dict]:
         """[{"label": name, "score": softmax probability}] per text."""
+        if self.task == "token-classification":
+            raise TypeError(f"{self.bundle}: a token-classification bundle tags words; use entities(texts) or tags(words)")
         probs = _softmax(self.logits(texts, batch_size=batch_size).astype(np.float64))
         return [{"label": self.labels[int(p.argmax())], "score": float(p.max())} for p in probs]
 

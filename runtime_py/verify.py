@@ -49,8 +49,17 @@ def verify_bundle(bundle: str | Path, only: list[str] | None = None, threads: in
     except ValueError as e:
         raise BundleError(f"{bundle}: {e}") from None
     encoder = TextEncoder(bundle / tok["file"], manifest["max_seq_len"], pad_token=tok.get("pad_token"), input_names=names)
-    texts = _golden_texts(golden)
-    arrays = encoder.encode(texts)
+    token = None
+    if (manifest.get("task") or {}).get("type") == "token-classification":
+        # Golden sentences are word lists; logits (n, seq, tags) are judged at first sub-tokens only.
+        from .token import encode_words
+
+        texts = [list(w) for w in golden["texts"]]
+        arrays, firsts, _ = encode_words(encoder, texts)
+        token = _TokenView(firsts, arrays["input_ids"].shape, labels)
+    else:
+        texts = _golden_texts(golden)
+        arrays = encoder.encode(texts)
     if sorted(golden.get("inputs", {})) != sorted(names):
         problems.append(f"golden: inputs {sorted(golden.get('inputs', {}))} differ from the manifest's {list(names)}")
     for name in names:
@@ -58,7 +67,14 @@ def verify_bundle(bundle: str | Path, only: list[str] | None = None, threads: in
         if expected.shape != arrays[name].shape or not np.array_equal(expected, arrays[name]):
             problems.append(f"tokenizer: {name} of the golden texts differ from those recorded at build time")
     original = np.asarray(golden["original_logits"], dtype=np.float32)
-    if [labels[i] for i in original.argmax(1)] != golden["original_predictions"]:
+    if token is not None:
+        # The original's own first pieces are not in the bundle (a pruned vocabulary splits words otherwise):
+        # its logits must have the head's width and its per-word predictions name known tags.
+        ok = original.ndim == 3 and original.shape[-1] == len(labels) and \
+            all(t in labels for row in golden["original_predictions"] for t in row)
+    else:
+        ok = [labels[i] for i in original.argmax(1)] == golden["original_predictions"]
+    if not ok:
         problems.append("labels: the manifest's label order does not match the golden predictions")
     problems += _consistency(bundle, manifest, golden, labels, original)
 
@@ -67,7 +83,7 @@ def verify_bundle(bundle: str | Path, only: list[str] | None = None, threads: in
     for art in manifest["artifacts"]:
         if only and artifact_key(art) not in only and art["file"] not in only:
             continue
-        row = _check_artifact(bundle, art, golden, golden_inputs, len(texts), labels, original, threads, names)
+        row = _check_artifact(bundle, art, golden, golden_inputs, len(texts), labels, original, threads, names, token)
         if "passed" not in row:  # it ran: the bundle's own problems fail every artifact too
             row["reasons"] += problems
             row["passed"] = not row["reasons"]
@@ -78,11 +94,34 @@ def verify_bundle(bundle: str | Path, only: list[str] | None = None, threads: in
     return {"bundle": str(bundle), "passed": passed, "artifacts": results, "problems": problems}
 
 
+class _TokenView:
+    """How a token bundle's logits (n, seq, tags) are judged: at each golden word's first sub-token only."""
+
+    def __init__(self, firsts, shape, labels):
+        from .token import real_positions
+
+        self.firsts, self.labels, self.seq = firsts, labels, shape[1]
+        self.mask = real_positions(firsts, shape)
+
+    def compare(self, logits, reference) -> dict:
+        from .token import compare_positions
+
+        return compare_positions(logits, reference, self.mask, parity.compare)
+
+    def words(self, logits) -> list:
+        from .token import word_predictions
+
+        return [t for row in word_predictions(logits, self.firsts, self.labels) for t, _ in row]
+
+
 def _check_artifact(bundle: Path, art: dict, golden: dict, inputs: dict, n: int, labels: list, original: np.ndarray,
-                    threads, input_names=None) -> dict:
+                    threads, input_names=None, token: "_TokenView | None" = None) -> dict:
     """One artifact on the golden inputs: vs its reference, vs the original, vs its build-time outputs
     (a row with "passed" already set when the artifact cannot even run)."""
     original_pred = golden["original_predictions"]
+    if token is not None:
+        original_pred = [t for row in original_pred for t in row]
+    compare = token.compare if token is not None else parity.compare
     row = {"artifact": artifact_key(art), "file": art["file"], "reasons": []}
     try:
         backend = open_backend(bundle / art["file"], art["format"], threads=threads, input_names=input_names)
@@ -91,8 +130,9 @@ def _check_artifact(bundle: Path, art: dict, golden: dict, inputs: dict, n: int,
         row["reasons"].append(f"cannot run: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
         row["passed"] = False
         return row
-    if logits.shape != (n, len(labels)):
-        row["reasons"].append(f"output shape {logits.shape} != ({n}, {len(labels)})")
+    expect = (n, token.seq, len(labels)) if token is not None else (n, len(labels))
+    if logits.shape != expect:
+        row["reasons"].append(f"output shape {logits.shape} != {expect}")
     else:
         gate = art.get("gate") or {}
         ref_gate = parity.bounded_gate(art.get("precision", ""), gate.get("vs_reference"))
@@ -100,10 +140,16 @@ def _check_artifact(bundle: Path, art: dict, golden: dict, inputs: dict, n: int,
         if reference is None or np.asarray(reference).shape != logits.shape:
             row["reasons"].append(f"golden.json has no reference logits of shape {logits.shape} for source {art.get('source')!r}")
             reference = np.full_like(logits, np.nan)
-        vs_ref = parity.compare(logits, np.asarray(reference, dtype=np.float32), tie=ref_gate)
-        # Flips vs the original count only where they exceed this artifact's error scale (vs its source).
-        vs_orig = parity.compare(logits, original, tolerance=vs_ref["tie_tolerance"])
-        pred = [labels[i] for i in logits.argmax(1)]
+        if token is not None:
+            vs_ref = compare(logits, np.asarray(reference, dtype=np.float32))
+            pred = token.words(logits)
+            # A token bundle's original may read other pieces (pruned vocabulary): it is judged by per-word tags only.
+            vs_orig = {"top1_agreement": float(np.mean([p == o for p, o in zip(pred, original_pred)]))}
+        else:
+            vs_ref = parity.compare(logits, np.asarray(reference, dtype=np.float32), tie=ref_gate)
+            # Flips vs the original count only where they exceed this artifact's error scale (vs its source).
+            vs_orig = parity.compare(logits, original, tolerance=vs_ref["tie_tolerance"])
+            pred = [labels[i] for i in logits.argmax(1)]
         agree = float(np.mean([p == o for p, o in zip(pred, original_pred)]))
         row.update({"vs_reference": vs_ref, "vs_original": vs_orig, "label_agreement_vs_original": agree,
                     "gate_cosine": parity.gate_cosine(vs_ref, ref_gate)})
@@ -113,7 +159,14 @@ def _check_artifact(bundle: Path, art: dict, golden: dict, inputs: dict, n: int,
         built = golden.get("artifact_logits", {}).get(art["file"])
         if built is not None:  # drift from the build machine (another CPU, another runtime build)
             drift_gate = parity.bounded_gate(art.get("precision", ""), gate.get("arm64") or gate.get("vs_reference"))
-            row["vs_build_time"] = parity.compare(logits, np.asarray(built, dtype=np.float32), tie=drift_gate)
+            built = np.asarray(built, dtype=np.float32)
+            if token is not None:
+                if built.shape != logits.shape:
+                    row["reasons"].append(f"golden.json's build-time outputs have shape {built.shape}, the artifact gives {logits.shape}")
+                    built = np.full_like(logits, np.nan)
+                row["vs_build_time"] = compare(logits, built)
+            else:
+                row["vs_build_time"] = parity.compare(logits, built, tie=drift_gate)
             # The same artifact on another machine drifts less than the manifest's cross-machine
             # tolerance (gate.arm64, else its source gate); further off, the artifact or golden.json changed.
             row["reasons"] += [f"vs its build-time outputs: {r}" for r in parity.check(row["vs_build_time"], drift_gate)]

@@ -153,6 +153,8 @@ def plan(target: str | Path, *, only: list | None = None, original: str | None =
         texts = _read_texts(Path(texts_file))
     elif manifest is not None:
         texts = json.loads((bundle / manifest["golden"]["file"]).read_text(encoding="utf-8"))["texts"]
+        if (manifest.get("task") or {}).get("type") == "token-classification":
+            texts = [" ".join(w) for w in texts]  # golden sentences are word lists, not text pairs
     else:
         raise UsageError(f"{target}: no golden texts next to it; pass --texts FILE (one text per line)")
     max_seq = int(manifest["max_seq_len"]) if manifest else 512
@@ -251,13 +253,16 @@ def _open(subject: Subject, threads: int):
     if subject.format == "pytorch":
         import torch
         from transformers import AutoConfig
-        from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+        from transformers.models.auto.modeling_auto import (MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
+                                                            MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING)
         from .quiet import quiet_transformers
 
         quiet_transformers()
         torch.set_num_threads(threads)
         # Resolving the class imports its (lazy) modeling module: import cost, not load time.
-        cls = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(AutoConfig.from_pretrained(subject.path))]
+        config = AutoConfig.from_pretrained(subject.path)
+        token = any(str(a).endswith("ForTokenClassification") for a in (config.architectures or []))
+        cls = (MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING if token else MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING)[type(config)]
         t0 = time.perf_counter()
         model = cls.from_pretrained(subject.path).eval()
         return torch_runner(model), time.perf_counter() - t0

@@ -108,6 +108,9 @@ _RECIPE_OPTIONS = {
     "text_column": (("--text-column",), {"help": "Text column; comma-separated alternatives (e.g. sentence,content)."}, ("data", "text_column")),
     "text_pair_column": (("--text-pair-column",), {"help": "Second text column for sentence-pair tasks."}, ("data", "text_pair_column")),
     "label_column": (("--label-column",), {"help": "Label column."}, ("data", "label_column")),
+    "task": (("--task",), {"type": click.Choice(["sequence-classification", "token-classification"]),
+                           "help": "sequence-classification (default: one label per text) or token-classification (one tag per word)."},
+             ("data", "task")),
     "num_layers": (("--num-layers",), {"type": int, "help": "Transformer layers in the student (0 = ship the original)."}, ("student", "num_layers")),
     "max_seq_len": (("--max-seq-len",), {"type": int, "help": "Token limit (longer texts are truncated)."}, ("train", "max_seq_len")),
     "device": (("--device",), {"help": "Where training runs: auto (CUDA when present), cpu, cuda or cuda:N."}, ("train", "device")),
@@ -152,7 +155,7 @@ def recipe_overrides(opts: dict) -> dict:
 
 @main.command()
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False))
-@recipe_options("model", "train_file", "validation", "test", "text_column", "text_pair_column", "label_column",
+@recipe_options("model", "train_file", "validation", "test", "text_column", "text_pair_column", "label_column", "task",
                 "num_layers", "max_seq_len", "device", "trust_remote_code")
 @click.option("--epochs", type=float, help="Epochs for the original and the student.")
 @click.option("--out", help="Output directory.")
@@ -244,13 +247,21 @@ def verify(bundle, only, json_out, threads, arm64, arm64_executorch, arm64_cache
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 @handle_errors
 def predict(bundle, texts, artifact, pair, as_json):
-    """Classify TEXTS with a bundle's artifact through runtime_py."""
+    """Classify TEXTS with a bundle's artifact through runtime_py (a token bundle prints each text's entities)."""
     import runtime_py
 
     items = [tuple(x.strip() for x in t.split("|||", 1)) if pair else t for t in texts]
     if pair and any(len(i) != 2 for i in items):
         _fail("--pair texts must look like 'first ||| second'", 2)
     model = runtime_py.load(bundle, artifact=artifact)
+    if model.task == "token-classification":  # entities with character offsets into each text
+        for text, ents in zip(texts, model.entities(list(texts))):
+            if as_json:
+                click.echo(json.dumps({"text": text, "entities": ents}, ensure_ascii=False))
+            else:
+                shown = "  ".join(f"{e['type']}[{e['start']}:{e['end']}]={e['text']!r} {e['score']:.2f}" for e in ents)
+                click.echo(f"{text}\t{shown or '(no entities)'}")
+        return
     for text, pred in zip(texts, model.predict(items)):
         if as_json:
             click.echo(json.dumps({"text": text, **pred}, ensure_ascii=False))
@@ -298,7 +309,7 @@ def bench(target, threads, batch_sizes, seq_lens, iters, warmup, only, original,
 @main.command()
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False))
 @click.option("--out", required=True, help="Checkpoint directory to write (Hugging Face layout).")
-@recipe_options("model", "train_file", "validation", "text_column", "text_pair_column", "label_column", "max_seq_len", "device",
+@recipe_options("model", "train_file", "validation", "text_column", "text_pair_column", "label_column", "task", "max_seq_len", "device",
                 device="auto (CUDA when present), cpu, cuda or cuda:N.")
 @click.option("--epochs", type=float, help="Epochs.")
 @click.option("--force", is_flag=True, help="Replace an existing OUT once the new checkpoint is complete.")

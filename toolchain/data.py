@@ -40,6 +40,7 @@ class Dataset:
     labels: list
     pair: bool
     notes: list = field(default_factory=list)
+    task: str = "sequence-classification"  # or "token-classification" (toolchain.tasks.token)
 
     def splits(self):
         return [s for s in (self.train, self.validation, self.test) if s is not None]
@@ -187,6 +188,10 @@ def default_train_file() -> Path:
 
 def load_dataset(cfg, seed: int) -> Dataset:
     """Read train/validation/test as the recipe's [data] section says; carve validation if absent."""
+    if getattr(cfg, "task", "") == "token-classification":
+        from .tasks.token import load_token_dataset
+
+        return load_token_dataset(cfg, seed)
     train_path = Path(cfg.train) if cfg.train else default_train_file()
     tr_texts, tr_raw = _read_split(train_path, "train", cfg)
     labels = [str(x) for x in cfg.labels] if cfg.labels else _label_order(tr_raw)

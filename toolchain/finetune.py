@@ -21,6 +21,7 @@ import numpy as np
 
 from .checkpoint import EpochCheckpoint
 from .data import Split
+from .tasks import task_loss
 
 
 @dataclass
@@ -135,7 +136,11 @@ def batches(split: Split, encoder, batch_size: int, shuffle: bool, seed: int = 0
 
 
 def encode_rows(split: Split, encoder, rows) -> tuple[dict, np.ndarray]:
-    """Token arrays (padded to the longest row) and label ids of the given rows."""
+    """Token arrays (padded to the longest row) and label ids of the given rows (token task: ids per position)."""
+    if getattr(split, "task", "") == "token-classification":
+        from .tasks import token
+
+        return token.encode_rows(split, encoder, rows)
     return encoder.encode([split.texts[j] for j in rows]), np.asarray([split.labels[j] for j in rows], dtype=np.int64)
 
 
@@ -159,6 +164,11 @@ def predict_logits(model, split: Split, encoder, batch_size: int = 64, device=No
 
 
 def evaluate(model, split: Split, encoder, batch_size: int = 64, device=None) -> float:
+    """Validation accuracy; for the token task, entity F1 (seqeval default mode) — the score best epochs are picked by."""
+    if getattr(split, "task", "") == "token-classification":
+        from .tasks import token
+
+        return token.evaluate_model(model, split, encoder, token.labels_of(model), batch_size, device)["f1"]
     logits = predict_logits(model, split, encoder, batch_size, device)
     return float((logits.argmax(1) == np.asarray(split.labels)).mean())
 
@@ -169,6 +179,10 @@ def evaluate_distributed(acc, model, split: Split, encoder, batch_size: int) -> 
 
     from .distributed import eval_shard
 
+    if getattr(split, "task", "") == "token-classification":
+        # Entity F1 is not a sum over shards: every process scores the whole split (so all agree).
+        with acc.autocast():
+            return evaluate(model, split, encoder, batch_size, acc.device)
     rows = eval_shard(len(split), acc.process_index, acc.num_processes)
     model.eval()
     outs = []
@@ -264,7 +278,8 @@ def train(model, train_split: Split, val_split: Split, encoder, cfg: TrainConfig
             result.history.append({"epoch": ep, "step": st.step, "val_accuracy": acc_val,
                                    "train_loss": loss_sum / max(n_seen, 1)})
             if main:
-                print(f"  {desc}: epoch {ep:g} validation accuracy {acc_val:.4f} "
+                metric = "entity F1" if getattr(val_split, "task", "") == "token-classification" else "accuracy"
+                print(f"  {desc}: epoch {ep:g} validation {metric} {acc_val:.4f} "
                       f"(train loss {loss_sum / max(n_seen, 1):.4f}, {world} process{'es' if world > 1 else ''}, "
                       f"{acc.device.type} {precision})", flush=True)
             # Every process sees the same gathered accuracy, so all agree on the best epoch.
@@ -335,7 +350,7 @@ def _train_epoch(acc, ddp_model, model, opt, sched, split: Split, encoder, cfg: 
                 inputs, y = to_torch(arrays, acc.device), torch.from_numpy(labels).to(acc.device)
                 with acc.autocast():
                     outputs = ddp_model(**inputs)
-                    loss = loss_fn(model, inputs, y, outputs) if loss_fn else torch.nn.functional.cross_entropy(outputs.logits.float(), y)
+                    loss = loss_fn(model, inputs, y, outputs) if loss_fn else task_loss(outputs.logits, y)
                 # DDP averages over processes and acc.backward divides by accum: this weight makes the
                 # gradient the mean over the global batch however it was split.
                 acc.backward(loss * (len(micro) * world * accum / n_global))

@@ -19,6 +19,10 @@ def calibration_batches(split: Split, tokenizer_file, max_seq_len: int, n: int, 
 
     rows = split.subset(n, seed)
     enc = TextEncoder(tokenizer_file, max_seq_len, input_names=input_names or INPUT_NAMES)
+    if getattr(split, "task", "") == "token-classification":  # sentences as words, tokenized as at run time
+        from runtime_py.token import encode_words
+
+        return [encode_words(enc, rows.texts[i:i + batch_size])[0] for i in range(0, len(rows), batch_size)]
     return [enc.encode(rows.texts[i:i + batch_size]) for i in range(0, len(rows), batch_size)]
 
 

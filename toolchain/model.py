@@ -104,14 +104,17 @@ def _quiet_transformers():
     quiet_transformers()
 
 
-def load_classifier(source: str, labels: list[str], trust_remote_code: bool = False, require_head: bool = False):
-    """A sequence-classification model for `labels`; a new head when the checkpoint has none or another.
+def load_classifier(source: str, labels: list[str], trust_remote_code: bool = False, require_head: bool = False,
+                    task: str | None = None):
+    """A sequence- (or with `task`, token-) classification model for `labels`; a new head when the checkpoint has none or another.
+
+    `task` None takes the checkpoint's own head kind (a saved *ForTokenClassification is a token model).
 
     Weights the checkpoint lacks or holds in another shape (outside the head) are an error, never
     a silent random re-initialisation; `require_head` also refuses a new head (train.skip).
     """
     _quiet_transformers()
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification
 
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
@@ -127,7 +130,11 @@ def load_classifier(source: str, labels: list[str], trust_remote_code: bool = Fa
             raise UsageError(f"{source}: a pruned checkpoint keeps its head; its labels {have} differ from {labels}")
         return load_pruned(source, config)
     try:
-        model, info = AutoModelForSequenceClassification.from_pretrained(
+        if task is None:
+            task = "token-classification" if any(str(a).endswith("ForTokenClassification") for a in (config.architectures or [])) \
+                else "sequence-classification"
+        auto = AutoModelForTokenClassification if task == "token-classification" else AutoModelForSequenceClassification
+        model, info = auto.from_pretrained(
             source,
             num_labels=len(labels),
             id2label=id2label,

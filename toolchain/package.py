@@ -54,7 +54,7 @@ def golden_payload(texts: list, labels: list, arrays: dict, original: np.ndarray
 
 def write_bundle(dest: Path, *, artifacts: list, tokenizer_file: Path, labels: list, max_seq_len: int,
                  pair: bool, golden: dict, extra_files: dict, info: dict, input_names=None,
-                 pad_token: str = "[PAD]") -> Path:
+                 pad_token: str = "[PAD]", task: str = "sequence-classification") -> Path:
     """Assemble a complete bundle at `dest` via a sibling staging dir, renamed into place when complete
     (a `dest` left by an interrupted run is replaced whole).
 
@@ -83,13 +83,17 @@ def write_bundle(dest: Path, *, artifacts: list, tokenizer_file: Path, labels: l
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "task": {"type": "sequence-classification", "text_pair": bool(pair)},
+        "task": {"type": task, "text_pair": bool(pair),
+                 # Token bundles: a word's tag is read at its first sub-token (runtime_py.token).
+                 **({"aggregation": "first sub-token per word", "scheme": "IOB2/BIOES, conlleval chunks"}
+                    if task == "token-classification" else {})},
         "labels": labels,
         "max_seq_len": int(max_seq_len),
         "tokenizer": {"file": "tokenizer.json", "library": "tokenizers", "pad_token": pad_token,
                       "truncation": "longest_first", "padding": "longest in batch"},
         "inputs": input_spec(input_names) if input_names else INPUT_SPEC,
-        "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", len(labels)]}],
+        "outputs": [{"name": "logits", "dtype": "float32",
+                     "shape": ["batch", "sequence", len(labels)] if task == "token-classification" else ["batch", len(labels)]}],
         "default_artifact": default,
         "artifacts": entries,
         "golden": {"file": "golden.json", "examples": len(golden["texts"])},

@@ -175,7 +175,7 @@ def finetune(r, out, force: bool = False, resume: bool = False):
             encoder = TextEncoder(tok_file, r.train.max_seq_len,
                                   input_names=model_mod.input_names(source, r.model.trust_remote_code))
             seed_everything(r.train.seed)  # the new head starts the same whatever the process count
-            model = model_mod.load_classifier(source, data.labels, r.model.trust_remote_code)
+            model = model_mod.load_classifier(source, data.labels, r.model.trust_remote_code, task=data.task)
             if main:
                 print(f"[toolformer] fine-tune original: {source} on {len(data.train)} rows, {r.train.epochs:g} epochs", flush=True)
             from .lora import train_original  # full fine-tuning or LoRA (merged into a plain checkpoint)

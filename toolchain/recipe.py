@@ -32,6 +32,10 @@ class ModelSection:
 
 @dataclass(frozen=True)
 class DataSection:
+    task: str = _f("sequence-classification", "sequence-classification (one label per text) | token-classification "
+                   "(one tag per word: NER, PII, slots; CoNLL or JSONL words + tags).")
+    format: str = _f("", "Token task only: '' = by extension (.conll/.txt CoNLL columns, .jsonl/.json words + tags), "
+                     "'conll' or 'jsonl' forces one.")
     train: str = _f("", "Training file (CSV, TSV or JSONL); empty = samples/support_intents_v2/train.csv.")
     validation: str = _f("", "Validation file; empty = carved from train (seeded).")
     test: str = _f("", "Optional test file, scored at the end.")
@@ -299,6 +303,11 @@ def _check_ranges(r: Recipe) -> None:
         (r.student.layer_selection in ("bottom", "top", "evenly", "explicit"),
          f"student.layer_selection must be bottom, top, evenly or explicit, got {r.student.layer_selection!r}"),
         (0.0 < r.data.validation_fraction < 1.0, "data.validation_fraction must be between 0 and 1"),
+        (r.data.task in ("sequence-classification", "token-classification"),
+         f"data.task must be sequence-classification or token-classification, got {r.data.task!r}"),
+        (r.data.format in ("", "conll", "jsonl"), f"data.format must be '', conll or jsonl, got {r.data.format!r}"),
+        (not r.data.format or r.data.task == "token-classification", "data.format is read by the token-classification task only"),
+        (not (r.data.task == "token-classification" and r.data.text_pair_column), "data.text_pair_column has no meaning for token classification"),
         (r.train.precision in ("auto", "fp32", "bf16", "fp16"), f"train.precision must be auto, fp32, bf16 or fp16, got {r.train.precision!r}"),
         (all(t in ("executorch", "onnx") for t in r.export.targets) and r.export.targets,
          f"export.targets must be a non-empty subset of executorch, onnx; got {r.export.targets}"),

@@ -64,7 +64,7 @@ def finetune_original(ws: Workspace) -> Trained:
                  + (f", LoRA r={r.train.lora_r}" if r.train.method == "lora" else ""))
     done = ws.progress.get("original")
     original = model_mod.load_classifier(str(work / "original") if done else ws.source, data.labels, r.model.trust_remote_code,
-                                         require_head=r.train.skip or bool(done))
+                                         require_head=r.train.skip or bool(done), task=data.task)
     if done:  # resumed: the interrupted build finished this stage
         res, acc = TrainResult.from_dict(done["train"]), done["val_accuracy"]
     elif r.train.skip:
@@ -169,13 +169,17 @@ def parity(ws: Workspace, original: Trained, shipped: Trained, exported: list[di
 
     from .arm64 import gate_for as arm64_gate_for
 
+    from .tasks import token as token_task
+
     r, p = ws.recipe, ws.recipe.parity
     ws.log.start("parity", f"{len(exported)} artifacts on validation text")
     L = r.train.max_seq_len
     names = ws.encoder.input_names
-    orig_sets = parity_mod.parity_batches(ws.data.validation, original.tokenizer_file, L, p.seq_lens, p.batch_size, p.num_examples,
-                                          input_names=names)
-    sets = orig_sets if shipped.tokenizer_file == original.tokenizer_file else parity_mod.parity_batches(
+    tok_task = token_task.is_token(ws.data)
+    batcher = token_task.parity_batches if tok_task else parity_mod.parity_batches
+    orig_sets = batcher(ws.data.validation, original.tokenizer_file, L, p.seq_lens, p.batch_size, p.num_examples,
+                        input_names=names)
+    sets = orig_sets if shipped.tokenizer_file == original.tokenizer_file else batcher(
         ws.data.validation, shipped.tokenizer_file, L, p.seq_lens, p.batch_size, p.num_examples, input_names=names)
     src_logits = parity_mod.reference_outputs(shipped.model, sets)
     orig_logits = src_logits if shipped is original else parity_mod.reference_outputs(original.model, orig_sets)
@@ -184,7 +188,11 @@ def parity(ws: Workspace, original: Trained, shipped: Trained, exported: list[di
 
     for art in bar(exported, desc="parity", unit="artifact"):
         gate = parity_mod.gate_for(art["precision"], p)
-        res = parity_mod.check_artifact(open_backend(art["path"], art["format"]), sets, src_logits, orig_logits, gate)
+        backend = open_backend(art["path"], art["format"])
+        if tok_task:  # judged at first sub-tokens only, F1 drop by a paired bootstrap (toolchain.tasks.token)
+            res = token_task.check_artifact(backend, sets, src_logits, orig_logits, gate, ws.data.labels, orig_sets)
+        else:
+            res = parity_mod.check_artifact(backend, sets, src_logits, orig_logits, gate)
         # The arm64 tolerances travel in the manifest: `verify --arm64` checks drift from this machine with them.
         art["gate"] = {**gate, "arm64": arm64_gate_for(art["precision"], p)}
         art["parity"] = {k: res[k] for k in ("passed", "vs_reference", "vs_original", "accuracy", "original_accuracy", "examples", "seq_lens")}
@@ -201,7 +209,9 @@ def latency(ws: Workspace, original: Trained, shipped: Trained, exported: list[d
 
     L = ws.recipe.train.max_seq_len
     ws.log.start("latency", f"batch 1, {L} tokens, original + {len(exported)} artifacts")
-    rows = build_latency(original.model, exported, original.tokenizer_file, shipped.tokenizer_file, ws.data.validation.texts, L)
+    from .tasks.token import plain_texts
+
+    rows = build_latency(original.model, exported, original.tokenizer_file, shipped.tokenizer_file, plain_texts(ws.data.validation), L)
     ws.log.end()
     return rows
 
@@ -227,12 +237,24 @@ def _golden(ws: Workspace, original: Trained, shipped: Trained, exported: list[d
     data = ws.data
     g = min(ws.recipe.parity.golden_size, len(data.validation))
     g_texts, g_labels = data.validation.texts[:g], data.validation.labels[:g]
-    g_arrays = shipped.encoder.encode(g_texts)
-    g_orig = parity_mod.torch_logits(original.model, original.encoder.encode(g_texts))
+    token = getattr(data, "task", "") == "token-classification"
+    if token:  # sentences as word lists; the original's logits are read at its own tokenizer's first pieces
+        from runtime_py.token import encode_words
+
+        g_arrays = encode_words(shipped.encoder, g_texts)[0]
+        o_arrays, o_firsts, _ = encode_words(original.encoder, g_texts)
+    else:
+        g_arrays = shipped.encoder.encode(g_texts)
+        o_arrays = original.encoder.encode(g_texts)
+    g_orig = parity_mod.torch_logits(original.model, o_arrays)
     refs = {"original": g_orig}
     if shipped is not original:
         refs[shipped.name] = parity_mod.torch_logits(shipped.model, g_arrays)
     art_logits = {a["path"].name: open_backend(a["path"], a["format"]).run(g_arrays) for a in exported}
+    if token:
+        from .tasks.token import golden_payload as token_golden
+
+        return token_golden(g_texts, g_labels, g_arrays, o_firsts, g_orig, refs, art_logits, data.labels)
     return golden_payload(g_texts, g_labels, g_arrays, g_orig, refs, art_logits, data.labels)
 
 
@@ -241,7 +263,11 @@ def _summary(ws: Workspace, original: Trained, shipped: Trained, checked: Checke
 
     r, data = ws.recipe, ws.data
     test_acc = float(ws.evaluate(shipped.model, shipped.encoder, data.test)) if data.test is not None else None
-    truncated = {s.name: ws.encoder.count_truncated(s.texts) for s in data.splits()}
+    from .tasks import token as token_task
+
+    tok_task = token_task.is_token(data)
+    truncated = {s.name: token_task.count_truncated(s, ws.encoder) if tok_task else ws.encoder.count_truncated(s.texts)
+                 for s in data.splits()}
     return {
         "passed": checked.passed,
         "labels": data.labels,
@@ -250,7 +276,10 @@ def _summary(ws: Workspace, original: Trained, shipped: Trained, checked: Checke
         "original": {"source": ws.source, "val_accuracy": original.val_accuracy, "params": count_params(original.model),
                      "layers": original.model.config.num_hidden_layers, "train": original.train.to_dict() if original.train else None},
         "shipped": {"model": shipped.name, "params": count_params(shipped.model), "layers": shipped.model.config.num_hidden_layers,
-                    "val_accuracy": ws.evaluate(shipped.model, shipped.encoder), "test_accuracy": test_acc},
+                    "val_accuracy": ws.evaluate(shipped.model, shipped.encoder), "test_accuracy": test_acc,
+                    **({"validation_entities": token_task.evaluate_model(shipped.model, data.validation, shipped.encoder, data.labels,
+                                                                          r.train.eval_batch_size)} if tok_task else {})},
+        "task": data.task, "metric": "entity_f1" if tok_task else "accuracy",
         "artifacts": checked.results,
         "latency": latency_rows,
         "stages": ws.log.rows,
@@ -287,7 +316,7 @@ def _bundle(ws: Workspace, summary: dict, shipped: Trained, exported: list[dict]
     r, data, work = ws.recipe, ws.data, ws.work
     write_bundle(work / "bundle", artifacts=[dict(a) for a in exported], tokenizer_file=shipped.tokenizer_file,
                  labels=data.labels, max_seq_len=r.train.max_seq_len, pair=data.pair, golden=golden, extra_files=extra,
-                 input_names=ws.encoder.input_names, pad_token=shipped.encoder.pad_token,
+                 input_names=ws.encoder.input_names, pad_token=shipped.encoder.pad_token, task=data.task,
                  info={"versions": summary["versions"], "recipe_sha256": summary["recipe_sha256"], "training": summary["training"],
                        # Texts cut at max_seq_len per split: an app team sees how much its inputs were truncated.
                        "data": {"max_seq_len": r.train.max_seq_len, "truncated_texts": summary["data"]["truncated_texts"],

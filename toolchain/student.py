@@ -159,7 +159,9 @@ def _vocab(run: _Run, facts: dict) -> Path:
                                                       ws.work / "student-tokenizer" / "tokenizer.json",
                                                       vocab.VocabConfig(c.vocab_min_count, c.vocab_keep_chars))
     enc2 = TextEncoder(ship_tok, ws.recipe.train.max_seq_len, input_names=ws.encoder.input_names)
-    vfacts["validation_unk_tokens"] = _unk_rate(enc2, ws.data.validation.texts)
+    from .tasks.token import plain_texts
+
+    vfacts["validation_unk_tokens"] = _unk_rate(enc2, plain_texts(ws.data.validation))
     row = run.measure("vocab", enc2, **vfacts)
     facts["vocab"] = vfacts
     ws.log.end(**vfacts, val_accuracy=row["val_accuracy"])
@@ -191,8 +193,13 @@ def _importance_batches(ws, n: int):
 def _corpus(r, data) -> list:
     """Texts whose tokens keep their embedding rows: the training split plus compress.vocab_extra_files,
     each distinct text once (the split is usually a subset of an extra file: counted once, not twice)."""
-    texts = list(data.train.texts)
+    from .tasks import token
+
+    texts = token.plain_texts(data.train)
     for f in r.compress.vocab_extra_files:
+        if token.is_token(data):  # more sentences in the task's own format (CoNLL / JSONL words)
+            texts += [" ".join(w) for w, _, _ in token.read_sentences(Path(f), r.data)]
+            continue
         rows, cols = read_table(f)
         col = pick_column(cols, r.data.text_column, Path(f), "text")
         pcol = pick_column(cols, r.data.text_pair_column, Path(f), "text pair") if r.data.text_pair_column else None

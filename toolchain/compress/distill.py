@@ -121,9 +121,15 @@ class Distiller:
             sub = {k: v.index_select(0, idx) for k, v in inputs.items()}
             with torch.no_grad():
                 out = self.teacher(**sub).logits.float()
+            lens = inputs["attention_mask"].sum(1).tolist()
             for j, i in enumerate(missing):
-                self.cache[keys[i]] = out[j].cpu()
-        return torch.stack([self.cache[k] for k in keys]).to(inputs["input_ids"].device)
+                # Token logits are cached at the example's own length and padded back to the batch's.
+                self.cache[keys[i]] = (out[j, :lens[i]] if out.ndim == 3 else out[j]).cpu()
+        got = [self.cache[k] for k in keys]
+        if got[0].ndim == 2:
+            S = inputs["input_ids"].shape[1]
+            got = [torch.nn.functional.pad(g, (0, 0, 0, S - g.shape[0])) for g in got]
+        return torch.stack(got).to(inputs["input_ids"].device)
 
     def __call__(self, model, inputs, labels, outputs):
         import torch
@@ -133,8 +139,17 @@ class Distiller:
         s_logits = outputs.logits.float()
         t_logits = self.teacher_logits(inputs)
         T = c.temperature
-        soft = F.kl_div(F.log_softmax(s_logits / T, -1), F.softmax(t_logits / T, -1), reduction="batchmean") * T * T
-        hard = F.cross_entropy(s_logits, labels)
+        if labels.ndim == 2:  # token task: soft targets at the labelled positions only (first pieces, no padding/specials)
+            from ..tasks.token import IGNORE, loss as token_loss
+
+            real = labels != IGNORE
+            s_pos, t_pos = s_logits[real], t_logits[real]
+            soft = (F.kl_div(F.log_softmax(s_pos / T, -1), F.softmax(t_pos / T, -1), reduction="batchmean") * T * T
+                    if len(s_pos) else s_logits.sum() * 0.0)
+            hard = token_loss(s_logits, labels)
+        else:
+            soft = F.kl_div(F.log_softmax(s_logits / T, -1), F.softmax(t_logits / T, -1), reduction="batchmean") * T * T
+            hard = F.cross_entropy(s_logits, labels)
         loss = c.alpha * soft + (1 - c.alpha) * hard
         parts = {"soft": float(soft.detach()), "hard": float(hard.detach())}
         if self.match_states:

@@ -164,9 +164,11 @@ def gradient_importance(model, batches, loss_fn=None) -> tuple[list, list]:
     was_training = model.training
     model.eval()  # no dropout: the scores should reflect the function that gets pruned
     try:
+        from ..tasks import task_loss
+
         for inputs, labels in batches:
             out = model(**inputs)
-            loss = loss_fn(model, inputs, labels, out) if loss_fn else torch.nn.functional.cross_entropy(out.logits.float(), labels)
+            loss = loss_fn(model, inputs, labels, out) if loss_fn else task_loss(out.logits, labels)
             grads = torch.autograd.grad(loss, gh + gf)
             for a, g in zip(acc_h + acc_f, grads):
                 a += g.detach().abs()
@@ -249,9 +251,10 @@ def load_pruned(source: str, config):
     from pathlib import Path
 
     from safetensors.torch import load_file
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
-    model = AutoModelForSequenceClassification.from_config(config)
+    token = any(a.endswith("ForTokenClassification") for a in (config.architectures or []))
+    model = (AutoModelForTokenClassification if token else AutoModelForSequenceClassification).from_config(config)
     apply_structure(model, getattr(config, STRUCTURE_KEY))
     state = load_file(str(Path(source) / "model.safetensors"))
     missing, unexpected = model.load_state_dict(state, strict=False)

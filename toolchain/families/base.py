@@ -91,7 +91,12 @@ class Family:
         return out[0] if isinstance(out, tuple) else out
 
     def classify(self, model, hidden):
-        """Logits from the last hidden states: pooler (or the first token), dropout, classifier."""
+        """Logits from the last hidden states: pooler (or the first token), dropout, classifier; for a
+        *ForTokenClassification model, dropout and classifier at every position (batch, seq, tags)."""
+        if type(model).__name__.endswith("ForTokenClassification"):
+            if self.dropout:
+                hidden = self.get(model, self.dropout)(hidden)
+            return self.get(model, self.classifier)(hidden)
         pooler = self.pooler_module(model)
         pooled = pooler(hidden) if pooler is not None else hidden[:, 0]
         if self.dropout:

@@ -1,0 +1,137 @@
+"""Token classification through every stage on a tiny random BERT: build (original, distilled + pruned
+student, ExecuTorch and ONNX fp32/int8), parity, bundle, verify, predict, runtime_py entities/tags, bench."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import make_tiny_model_dir, run_cli, tiny_recipe_dict
+
+ROOT = Path(__file__).resolve().parent.parent
+NER = ROOT / "samples" / "ner_tiny"
+
+
+def ner_recipe(model_dir: Path, out: Path, **sections) -> dict:
+    d = tiny_recipe_dict(model_dir, out, data={"task": "token-classification", "train": str(NER / "train.conll"),
+                                               "validation": str(NER / "dev.jsonl"), "max_train_samples": 0},
+                         train={"epochs": 2.0, "learning_rate": 3e-3})
+    for sec, vals in sections.items():
+        d.setdefault(sec, {}).update(vals)
+    return d
+
+
+@pytest.fixture(scope="module")
+def ner_model_dir(tmp_path_factory) -> Path:
+    from toolchain.tasks.token import read_conll
+
+    corpus = [" ".join(w) for w, _, _ in read_conll(NER / "train.conll")]
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-ner") / "model", layers=3, corpus=corpus)
+
+
+@pytest.fixture(scope="module")
+def ner_build(ner_model_dir, tmp_path_factory) -> Path:
+    from toolchain import recipe as recipe_mod
+    from toolchain.pipeline import build
+
+    out = tmp_path_factory.mktemp("ner-build") / "out"
+    r = ner_recipe(ner_model_dir, out, export={"precisions": ["fp32", "fp16", "int8"]},
+                   student={"num_layers": 2}, compress={"prune_ffn": 0.25, "prune_importance": "gradient", "importance_batches": 2})
+    build(recipe_mod.build(r))
+    return out
+
+
+def test_build_writes_a_token_bundle(ner_build):
+    summary = json.loads((ner_build / "summary.json").read_text())
+    assert summary["passed"] and summary["task"] == "token-classification" and summary["metric"] == "entity_f1"
+    assert summary["labels"][0] == "O" and "B-PER" in summary["labels"]
+    ents = summary["shipped"]["validation_entities"]
+    assert ents["entities"] > 40 and set(ents) >= {"f1", "precision", "recall", "token_accuracy", "per_type"}
+    stages = [s["stage"] for s in summary["stages"]]
+    assert "student: prune" in stages and "student: distil" in stages
+    keys = {a["artifact"] for a in summary["artifacts"]}
+    assert keys == {"executorch-fp32", "executorch-int8", "onnx-fp32", "onnx-fp16", "onnx-int8"}
+    for a in summary["artifacts"]:
+        assert a["metric"] == "entity_f1" and a["vs_reference"]["positions"] > 0
+        assert a["vs_original"]["entities"] == ents["entities"]
+        if a["artifact"].endswith("fp32"):
+            assert a["vs_reference"]["max_abs"] < 1e-4
+    man = json.loads((ner_build / "bundle" / "manifest.json").read_text())
+    assert man["task"]["type"] == "token-classification"
+    assert man["outputs"][0]["shape"] == ["batch", "sequence", len(summary["labels"])]
+
+
+def test_artifacts_give_batch_seq_tags_at_other_shapes(ner_build):
+    import runtime_py
+    from runtime_py.token import encode_words
+
+    sents = [["Angela", "Merkel", "visited", "Siemens", "in", "Erlangen", "."], ["Prices", "were", "unchanged", "."],
+             ["Omar"]]
+    for key in ("onnx-fp32", "executorch-fp32", "onnx-fp16", "onnx-int8", "executorch-int8"):
+        m = runtime_py.load(ner_build / "bundle", artifact=key)
+        for n in (1, 3):
+            arrays, _, _ = encode_words(m.encoder, sents[:n])
+            assert m.run(arrays).shape == (n, arrays["input_ids"].shape[1], len(m.labels))
+        arrays, _, _ = encode_words(m.encoder, sents, pad_to=29)
+        assert m.run(arrays).shape == (3, 29, len(m.labels))
+
+
+def test_verify_predict_and_runtime(ner_build, tmp_path):
+    import runtime_py
+
+    p = run_cli("verify", ner_build / "bundle")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.count("PASS") >= 5
+    m = runtime_py.load(ner_build / "bundle")
+    text = "Angela Merkel visited the Siemens plant in Erlangen."
+    [ents] = m.entities([text])
+    for e in ents:
+        assert text[e["start"]:e["end"]] == e["text"] and e["type"] in ("PER", "ORG", "LOC", "MISC") and 0 < e["score"] <= 1
+    tags = m.tags([["Angela", "Merkel", "visited"], ["Berlin"]])
+    assert [len(t) for t in tags] == [3, 1] and all(t in m.labels for row in tags for t in row)
+    with pytest.raises(TypeError, match="entities"):
+        m.predict([text])
+    p = run_cli("predict", ner_build / "bundle", text, "--json")
+    assert p.returncode == 0, p.stderr
+    row = json.loads(p.stdout.splitlines()[0])
+    assert row["text"] == text and row["entities"] == ents
+    p = run_cli("predict", ner_build / "bundle", text)
+    assert p.returncode == 0 and p.stdout.startswith(text)
+
+
+def test_verify_catches_a_tampered_token_artifact(ner_build, tmp_path):
+    """Swapping in the int8 artifact under the fp32 name (checksums recomputed) must fail verify."""
+    from runtime_py.bundle import sha256_file
+
+    b = tmp_path / "bundle"
+    shutil.copytree(ner_build / "bundle", b)
+    man = json.loads((b / "manifest.json").read_text())
+    f32 = next(a for a in man["artifacts"] if (a["format"], a["precision"]) == ("onnx", "fp32"))
+    i8 = next(a for a in man["artifacts"] if (a["format"], a["precision"]) == ("onnx", "int8"))
+    shutil.copy(b / i8["file"], b / f32["file"])
+    f32["sha256"] = man["files"][f32["file"]] = sha256_file(b / f32["file"])
+    (b / "manifest.json").write_text(json.dumps(man))
+    p = run_cli("verify", b)
+    assert p.returncode == 1 and "onnx-fp32" in p.stdout and "FAIL" in p.stdout
+
+
+def test_bench_runs_on_a_token_bundle(ner_build):
+    p = run_cli("bench", ner_build / "bundle", "--batch-sizes", "1", "--seq-lens", "16", "--iters", "3", "--warmup", "1",
+                "--no-progress")
+    assert p.returncode == 0, p.stderr
+    assert "onnx-int8" in p.stdout and "original" in p.stdout
+
+
+def test_cli_refuses_bad_token_data_with_one_line(tmp_path):
+    """Through the CLI: exit 2, one line on stderr, nothing written."""
+    tr = tmp_path / "tr.jsonl"
+    tr.write_text('{"words": ["a", "b"], "tags": ["O"]}\n', encoding="utf-8")
+    out = tmp_path / "out"
+    p = run_cli("build", "--task", "token-classification", "--train", tr, "--out", out)
+    assert p.returncode == 2, p.stderr
+    lines = [l for l in p.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and "2 words but 1 tags" in lines[0]
+    assert not out.exists() and not (tmp_path / ".out.partial").exists()
