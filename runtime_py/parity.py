@@ -16,6 +16,9 @@ import numpy as np
 # max(tie_floor, tie_scale × median over rows of the largest change of any gap to the reference's top logit).
 TIE_SCALE = 8.0
 TIE_FLOOR = 1e-4
+# min_decisive binds only below this logit-matrix cosine (faithful low-decision artifacts measured at
+# >= 0.9993; the zeroed-layer int8 fault at 0.9946).
+DECISIVE_WAIVER_COSINE = 0.998
 
 
 def tie_tolerance(logits: np.ndarray, reference: np.ndarray, scale: float = TIE_SCALE, floor: float = TIE_FLOOR) -> float:
@@ -146,7 +149,11 @@ def check(metrics: dict, gate: dict) -> list[str]:
                     f"{metrics['max_flip_margin']:.3g}; {fl - metrics['decisive_flips']} more flips on near-ties)")
         elif metrics.get("top1_agreement", 1.0) < gate["min_top1"]:
             reasons.append(f"top-1 agreement {metrics['top1_agreement']:.4f} < {gate['min_top1']}{on}")
-    if "min_decisive" in gate and metrics.get("decisive_fraction", 1.0) < gate["min_decisive"]:
+    # Waived where the artifact reproduces the logit matrix almost exactly: then few decisive rows mean the
+    # model itself decides little (a random tiny ELECTRA: 0 of 136 rows decisive at logit cosine 0.99993),
+    # not that the artifact's error swamps its decisions (a zeroed layer under int8: cosine 0.9946).
+    waived = metrics.get("logit_cosine", 0.0) >= gate.get("decisive_waiver_cosine", DECISIVE_WAIVER_COSINE)
+    if "min_decisive" in gate and not waived and metrics.get("decisive_fraction", 1.0) < gate["min_decisive"]:
         reasons.append(f"only {metrics['decisive_rows']} of {metrics['rows']} rows ({metrics['decisive_fraction']:.2f} < "
                        f"{gate['min_decisive']}) have a reference margin above the error scale {metrics['tie_tolerance']:.3g}")
     if "max_accuracy_drop" in gate and metrics.get("accuracy_drop") is not None:
@@ -169,8 +176,8 @@ def check(metrics: dict, gate: dict) -> list[str]:
 _TIES = {"max_tie_scale": TIE_SCALE, "max_tie_floor": 1e-2}
 GATE_LIMITS = {
     "fp32": {"max_abs": 1e-3, "min_cosine": 0.9999, **_TIES},
-    "fp16": {"max_abs": 0.1, "min_logit_cosine": 0.999, "min_top1": 0.95, "min_decisive": 0.1, **_TIES},
-    "int8": {"min_logit_cosine": 0.9, "min_top1": 0.8, "min_decisive": 0.1, **_TIES},
+    "fp16": {"max_abs": 0.1, "min_logit_cosine": 0.999, "min_top1": 0.95, "min_decisive": 0.1, "decisive_waiver_cosine": DECISIVE_WAIVER_COSINE, **_TIES},
+    "int8": {"min_logit_cosine": 0.9, "min_top1": 0.8, "min_decisive": 0.1, "decisive_waiver_cosine": DECISIVE_WAIVER_COSINE, **_TIES},
 }
 
 

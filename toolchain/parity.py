@@ -61,6 +61,7 @@ def gate_for(precision: str, p) -> dict:
     vs_ref.update(ties)
     if precision != "fp32":  # fp32 has no top-1 gate: its max-abs/cosine gates judge every row
         vs_ref["min_decisive"] = p.min_decisive
+        vs_ref["decisive_waiver_cosine"] = p.decisive_waiver_cosine
     return {"vs_reference": vs_ref,
             "vs_original": {"min_top1": p.min_top1_vs_original, "max_accuracy_drop": p.max_accuracy_drop,
                             "accuracy_alpha": p.accuracy_alpha}}

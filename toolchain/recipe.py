@@ -112,6 +112,7 @@ class ParitySection:
     tie_scale: float = _f(8.0, "Top-1 gates count a flip only where the reference's top-2 margin exceeds this many times the artifact's median per-row logit-gap error (near-ties are not judged).")
     tie_floor: float = _f(1e-4, "Smallest near-tie margin (logit units), whatever the error scale.")
     min_decisive: float = _f(0.2, "fp16/int8: smallest fraction of rows whose reference margin exceeds the near-tie margin (below it the artifact's error rivals the model's own decisions). 0.2: faithful artifacts measured down to 0.42 (a static int8 of a barely separated tiny model), a zeroed layer 0.0.")
+    decisive_waiver_cosine: float = _f(0.998, "fp16/int8: min_decisive is waived at or above this logit-matrix cosine (the artifact reproduces the logits; few decisive rows then mean the model itself decides little). Faithful low-decision artifacts measured at >= 0.9993, a zeroed layer under int8 at 0.9946.")
     accuracy_alpha: float = _f(0.05, "An accuracy drop above max_accuracy_drop fails only when McNemar's exact one-sided test on the discordant rows gives p below this.")
     fp16_max_abs: float = _f(2e-2, "fp16-weight artifact vs its PyTorch source: max-abs logit error.")
     fp16_min_cosine: float = _f(0.9995, "fp16-weight artifact vs its PyTorch source: minimum cosine of the row-centred logit matrix (as int8; max_abs bounds each logit).")
@@ -328,7 +329,8 @@ def _check_ranges(r: Recipe) -> None:
     for prec, limits in GATE_LIMITS.items():
         for k, lim in limits.items():
             name = {"int8_min_logit_cosine": "int8_min_cosine", "fp16_min_logit_cosine": "fp16_min_cosine"}.get(f"{prec}_{k}", f"{prec}_{k}")  # key kept for old recipes
-            name = {"max_tie_scale": "tie_scale", "max_tie_floor": "tie_floor", "min_decisive": "min_decisive"}.get(k, name)
+            name = {"max_tie_scale": "tie_scale", "max_tie_floor": "tie_floor", "min_decisive": "min_decisive",
+                    "decisive_waiver_cosine": "decisive_waiver_cosine"}.get(k, name)
             val = getattr(r.parity, name, None)
             if val is not None and (val > lim if k.startswith("max_") else val < lim):
                 raise RecipeError(f"recipe: parity.{name} = {val} is looser than `verify` accepts ({lim})")
