@@ -31,6 +31,13 @@ def fingerprint(cfg, model, n_train: int, n_val: int, desc: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def trained_state(model) -> dict:
+    """The state dict without frozen parameters (all of it for full fine-tuning; adapters + head for LoRA):
+    what epoch checkpoints and the best-epoch copy hold, the frozen weights being those loaded at the start."""
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    return {k: v for k, v in model.state_dict().items() if k not in frozen}
+
+
 class EpochCheckpoint:
     """`out_dir/checkpoint` of one train() call: save after each epoch, restore at the start."""
 
@@ -55,7 +62,6 @@ class EpochCheckpoint:
         if meta.get("fingerprint") != self.key:
             print(f"[toolformer] ignoring {self.dir}: it belongs to another training run", flush=True)
             return None
-        from .finetune import trained_state
 
         device = next(model.parameters()).device
         saved = load_file(str(self.dir / "model.safetensors"), device=str(device))
@@ -89,7 +95,6 @@ class EpochCheckpoint:
         import torch
         from safetensors.torch import save_file
 
-        from .finetune import trained_state
 
         if not self.enabled:
             return

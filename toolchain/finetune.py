@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from .checkpoint import EpochCheckpoint
+from .checkpoint import EpochCheckpoint, trained_state
 from .data import Split
 from .tasks import task_loss
 
@@ -317,13 +317,6 @@ def _finish(model, result: TrainResult, st: TrainState, best_state, ckpt: EpochC
         if ckpt.resumed_epoch:  # the best weights may date from before the kill: write them again, whole
             model.save_pretrained(out_dir)
     model.eval()
-
-
-def trained_state(model) -> dict:
-    """The state dict without frozen parameters (all of it for full fine-tuning; adapters + head for LoRA):
-    what epoch checkpoints and the best-epoch copy hold, the frozen weights being those loaded at the start."""
-    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-    return {k: v for k, v in model.state_dict().items() if k not in frozen}
 
 
 def _train_epoch(acc, ddp_model, model, opt, sched, split: Split, encoder, cfg: TrainConfig, epoch: int, limit: int,

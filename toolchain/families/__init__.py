@@ -32,7 +32,7 @@ _MODULES = ("bert", "distilbert", "roberta", "electra")  # one file per family
 _REGISTRY: dict[str, Family] = {}
 
 
-def _load() -> dict[str, Family]:
+def load_all() -> dict[str, Family]:
     if not _REGISTRY:
         for name in _MODULES:
             fam = importlib.import_module(f"{__name__}.{name}").FAMILY
@@ -43,13 +43,13 @@ def _load() -> dict[str, Family]:
 
 def supported() -> tuple[str, ...]:
     """Every model_type some family serves."""
-    return tuple(sorted(_load()))
+    return tuple(sorted(load_all()))
 
 
 def get(model_type: str) -> Family:
     """The adapter for `model_type`; FamilyError names it and the supported ones when there is none."""
     try:
-        return _load()[model_type]
+        return load_all()[model_type]
     except KeyError:
         raise FamilyError(f"model_type {model_type!r} is not supported: no model family adapter for it "
                           f"(supported: {', '.join(supported())})") from None

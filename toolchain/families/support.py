@@ -52,10 +52,10 @@ def stages_of(family) -> tuple:
 
 def matrix_markdown() -> str:
     """docs/families.md: the family × stage matrix from the registry, the refused families, and what exists offline."""
-    from . import _load
+    from . import load_all
 
     fams = {}
-    for mt, fam in sorted(_load().items()):
+    for mt, fam in sorted(load_all().items()):
         fams.setdefault(fam.name, (fam, []))[1].append(mt)
     lines = [
         "# Model families",

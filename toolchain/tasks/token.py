@@ -13,7 +13,7 @@ import numpy as np
 
 from runtime_py.token import TOKEN_TASK, chunks, compare_rows, encode_words, real_positions
 
-from ..data import Dataset, Split
+from ..splits import Dataset, Split
 from ..errors import DataError
 
 IGNORE = -100  # positions left out of the loss: specials, padding and every sub-token but a word's first
@@ -411,15 +411,13 @@ def predict(model, split: Split, encoder, batch_size: int = 64, device=None) -> 
     """(tag ids per word, first-piece positions per sentence) of a PyTorch token classifier over a split."""
     import torch
 
-    from ..finetune import to_torch
-
     device = device or next(model.parameters()).device
     model.eval()
     ids, firsts = [], []
     with torch.inference_mode():
         for i in range(0, len(split), batch_size):
             arrays, _, f = align(split.texts[i:i + batch_size], split.labels[i:i + batch_size], encoder)
-            pred = model(**to_torch(arrays, device)).logits.float().argmax(-1).cpu().numpy()
+            pred = model(**{k: torch.from_numpy(v).to(device) for k, v in arrays.items()}).logits.float().argmax(-1).cpu().numpy()
             for row, first in zip(pred, f):
                 ids.append([int(row[p]) if p >= 0 else 0 for p in first])  # 0 is 'O' (tag_order puts it first)
                 firsts.append(first)
