@@ -121,6 +121,7 @@ def test_artifacts_at_other_lengths_match_the_student(family_build):
     from transformers import AutoModelForSequenceClassification
 
     import runtime_py
+    from runtime_py import parity
     from runtime_py.tokenize import TextEncoder
     from toolchain import model as model_mod
 
@@ -142,15 +143,22 @@ def test_artifacts_at_other_lengths_match_the_student(family_build):
                 ref = student(**{k: torch.from_numpy(v) for k, v in arrays.items()}).logits.numpy()
             if art["precision"] == "fp32":
                 np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
-            else:  # fp16 weights / int8: close, same predictions on nearly all rows
-                assert np.abs(got - ref).max() < 0.5 and (got.argmax(1) == ref.argmax(1)).mean() >= 0.75
+            else:  # fp16 weights / int8: close, same predictions on the rows that are not near-ties
+                # (a random tiny model's logits are near-tied: raw argmax agreement measured 0.67 at max-abs 2.3e-4)
+                m = parity.compare(got, ref)
+                assert m["max_abs"] < 0.5 and m["decisive_top1"] >= 0.75, m
     assert type(student) is AutoModelForSequenceClassification._model_mapping[type(student.config)]
 
 
 def test_debug(family_build, tmp_path):
     b = family_build
     _ok(b["res"])
-    bundle = b["out"] / "bundle"
+    # The debug twins stay in OUT/artifacts (a bundle ships without them): put them beside a copy of the
+    # bundle's artifacts so debug reads the bundle's golden inputs (the family's own input names).
+    bundle = tmp_path / "bundle"
+    shutil.copytree(b["out"] / "bundle", bundle)
+    for twin in (b["out"] / "artifacts").glob("*.debug.*"):
+        shutil.copy2(twin, bundle / twin.name)
     for art in ("model-executorch-int8.pte", "model-onnx-int8.onnx"):
         out = tmp_path / f"{art}.json"
         res = run_cli("debug", bundle / art, "--reference", b["out"] / "student", "--json", out, timeout=600)
