@@ -4,7 +4,20 @@ from __future__ import annotations
 from .base import Family
 
 
-class Bert(Family):
+class BertLayers(Family):
+    """The inside of a BertLayer, which RoBERTa and ELECTRA reuse as is: paths relative to one layer."""
+
+    attention = "attention.self"
+    query = "attention.self.query"
+    key = "attention.self.key"
+    value = "attention.self.value"
+    attention_out = "attention.output.dense"
+    ffn = "intermediate"
+    ffn_in = "intermediate.dense"
+    ffn_out = "output.dense"
+
+
+class Bert(BertLayers):
     name = "bert"
     model_types = ("bert",)
     inputs = ("input_ids", "attention_mask", "token_type_ids")
@@ -21,15 +34,6 @@ class Bert(Family):
     pooler = "bert.pooler"
     classifier = "classifier"
     dropout = "dropout"
-
-    attention = "attention.self"
-    query = "attention.self.query"
-    key = "attention.self.key"
-    value = "attention.self.value"
-    attention_out = "attention.output.dense"
-    ffn = "intermediate"
-    ffn_in = "intermediate.dense"
-    ffn_out = "output.dense"
 
 
 FAMILY = Bert()

@@ -3,10 +3,10 @@ projected to `hidden_size` by electra.embeddings_project when the two differ, no
 classifier.dense → GELU → classifier.out_proj on the first token."""
 from __future__ import annotations
 
-from .base import Family
+from .bert import BertLayers
 
 
-class Electra(Family):
+class Electra(BertLayers):
     name = "electra"
     model_types = ("electra",)
     # Our exported wrapper's graph has BERT's op pattern (LayerNorm, MatMul attention, GELU): the same fusions
@@ -26,15 +26,6 @@ class Electra(Family):
     classifier = "classifier"
     dropout = None
     head_modules = ("classifier",)
-
-    attention = "attention.self"
-    query = "attention.self.query"
-    key = "attention.self.key"
-    value = "attention.self.value"
-    attention_out = "attention.output.dense"
-    ffn = "intermediate"
-    ffn_in = "intermediate.dense"
-    ffn_out = "output.dense"
 
     def embed(self, model, inputs: dict):
         hidden = self.get(model, self.embeddings)(input_ids=inputs["input_ids"], token_type_ids=inputs["token_type_ids"])

@@ -4,10 +4,10 @@ classifier.out_proj on the first token (<s>). The three differ only in their tok
 for RoBERTa, SentencePiece Unigram for XLM-R and CamemBERT)."""
 from __future__ import annotations
 
-from .base import Family
+from .bert import BertLayers
 
 
-class Roberta(Family):
+class Roberta(BertLayers):
     name = "roberta"
     model_types = ("roberta", "xlm-roberta", "camembert")
     # Our exported wrapper's graph has BERT's op pattern (LayerNorm, MatMul attention, GELU): the same fusions
@@ -31,15 +31,6 @@ class Roberta(Family):
     classifier = "classifier"
     dropout = None
     head_modules = ("classifier",)
-
-    attention = "attention.self"
-    query = "attention.self.query"
-    key = "attention.self.key"
-    value = "attention.self.value"
-    attention_out = "attention.output.dense"
-    ffn = "intermediate"
-    ffn_in = "intermediate.dense"
-    ffn_out = "output.dense"
 
     def embed(self, model, inputs: dict):
         import torch
