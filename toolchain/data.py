@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import random
 from pathlib import Path
 
 from .errors import DataError
@@ -11,7 +10,7 @@ from .errors import DataError
 csv.field_size_limit(1 << 24)
 
 
-from .splits import Dataset, Split  # noqa: E402,F401  (re-exported: the types live in splits.py)
+from .splits import Dataset, Split, carve_validation, limit_samples  # noqa: E402,F401  (types re-exported)
 
 
 def _format_of(path: Path) -> str:
@@ -174,28 +173,14 @@ def load_dataset(cfg, seed: int) -> Dataset:
         v_texts, v_raw = _read_split(vp, "validation", cfg)
         validation = Split("validation", v_texts, _to_ids(v_raw, labels, vp, "validation"), str(vp))
     else:
-        idx = list(range(len(train)))
-        random.Random(seed).shuffle(idx)
-        n_val = max(1, int(round(len(idx) * cfg.validation_fraction)))
-        if len(idx) - n_val < 2:
-            raise DataError(f"{train_path}: too few rows ({len(idx)}) to carve a validation split; give --validation")
-        vi, ti = sorted(idx[:n_val]), sorted(idx[n_val:])
-        validation = Split("validation", [train.texts[i] for i in vi], [train.labels[i] for i in vi], f"{train_path} (carved {n_val} rows, seed {seed})")
-        train = Split("train", [train.texts[i] for i in ti], [train.labels[i] for i in ti], str(train_path))
-        notes.append(f"validation carved from train: {n_val} rows (fraction {cfg.validation_fraction}, seed {seed})")
+        train, validation, note = carve_validation(train, cfg.validation_fraction, seed, train_path)
+        notes.append(note)
     test = None
     if cfg.test:
         tp = Path(cfg.test)
         t_texts, t_raw = _read_split(tp, "test", cfg)
         test = Split("test", t_texts, _to_ids(t_raw, labels, tp, "test"), str(tp))
-    if cfg.max_train_samples:
-        n0 = len(train)
-        train = train.subset(cfg.max_train_samples, seed)
-        if len(train) < n0:
-            notes.append(f"train subset: {len(train)} of {n0} rows (seed {seed})")
-    if cfg.max_eval_samples:
-        validation = validation.subset(cfg.max_eval_samples, seed)
-        test = test.subset(cfg.max_eval_samples, seed) if test else None
+    train, validation, test = limit_samples(train, validation, test, cfg, seed, notes)
     if len(set(train.labels)) < 2:
         raise DataError(f"{train_path}: the training subset has a single class; raise data.max_train_samples")
     return Dataset(train, validation, test, labels, bool(cfg.text_pair_column), notes)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from .errors import DataError
+
 
 @dataclass
 class Split:
@@ -22,7 +24,7 @@ class Split:
         if n <= 0 or n >= len(self):
             return self
         idx = sorted(random.Random(seed).sample(range(len(self)), n))
-        return Split(self.name, [self.texts[i] for i in idx], [self.labels[i] for i in idx], self.source)
+        return type(self)(self.name, [self.texts[i] for i in idx], [self.labels[i] for i in idx], self.source)
 
 
 @dataclass
@@ -37,3 +39,32 @@ class Dataset:
 
     def splits(self):
         return [s for s in (self.train, self.validation, self.test) if s is not None]
+
+
+def carve_validation(train: Split, fraction: float, seed: int, path, unit: str = "rows") -> tuple[Split, Split, str]:
+    """(train, validation, note): a seeded validation split carved from `train`, both of train's own type."""
+    idx = list(range(len(train)))
+    random.Random(seed).shuffle(idx)
+    n_val = max(1, int(round(len(idx) * fraction)))
+    if len(idx) - n_val < 2:
+        raise DataError(f"{path}: too few {unit} ({len(idx)}) to carve a validation split; give --validation")
+    vi, ti = sorted(idx[:n_val]), sorted(idx[n_val:])
+    cls = type(train)
+    validation = cls("validation", [train.texts[i] for i in vi], [train.labels[i] for i in vi],
+                     f"{path} (carved {n_val} {unit}, seed {seed})")
+    rest = cls("train", [train.texts[i] for i in ti], [train.labels[i] for i in ti], str(path))
+    return rest, validation, f"validation carved from train: {n_val} {unit} (fraction {fraction}, seed {seed})"
+
+
+def limit_samples(train: Split, validation: Split, test: Split | None, cfg, seed: int, notes: list,
+                  unit: str = "rows") -> tuple[Split, Split, Split | None]:
+    """Seeded subsets under data.max_train_samples / max_eval_samples; a cut training split is noted."""
+    if cfg.max_train_samples:
+        n0 = len(train)
+        train = train.subset(cfg.max_train_samples, seed)
+        if len(train) < n0:
+            notes.append(f"train subset: {len(train)} of {n0} {unit} (seed {seed})")
+    if cfg.max_eval_samples:
+        validation = validation.subset(cfg.max_eval_samples, seed)
+        test = test.subset(cfg.max_eval_samples, seed) if test else None
+    return train, validation, test

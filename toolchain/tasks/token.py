@@ -6,14 +6,13 @@ sentence (the same `data.Split` as sequence classification, so subsets and carvi
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import numpy as np
 
 from runtime_py.token import TOKEN_TASK, chunks, compare_rows, encode_words, real_positions
 
-from ..splits import Dataset, Split
+from ..splits import Dataset, Split, carve_validation, limit_samples
 from ..errors import DataError
 
 IGNORE = -100  # positions left out of the loss: specials, padding and every sub-token but a word's first
@@ -27,10 +26,6 @@ class TokenSplit(Split):
     """A split of sentences: `texts` are lists of words, `labels` lists of tag ids (one per word)."""
 
     task = TOKEN_TASK
-
-    def subset(self, n: int, seed: int) -> "TokenSplit":
-        s = super().subset(n, seed)
-        return s if s is self else TokenSplit(s.name, s.texts, s.labels, s.source)
 
     def joined(self) -> list[str]:
         """Each sentence as one string (words joined by spaces): for latency runs and vocabulary counts."""
@@ -252,28 +247,13 @@ def load_token_dataset(cfg, seed: int) -> Dataset:
         scheme_of((t for _, tags, _ in vs for t in tags), vp)
         validation = _split_from("validation", vp, vs, scheme, order, notes)
     else:
-        idx = list(range(len(train)))
-        random.Random(seed).shuffle(idx)
-        n_val = max(1, int(round(len(idx) * cfg.validation_fraction)))
-        if len(idx) - n_val < 2:
-            raise DataError(f"{train_path}: too few sentences ({len(idx)}) to carve a validation split; give --validation")
-        vi, ti = sorted(idx[:n_val]), sorted(idx[n_val:])
-        validation = TokenSplit("validation", [train.texts[i] for i in vi], [train.labels[i] for i in vi],
-                                f"{train_path} (carved {n_val} sentences, seed {seed})")
-        train = TokenSplit("train", [train.texts[i] for i in ti], [train.labels[i] for i in ti], str(train_path))
-        notes.append(f"validation carved from train: {n_val} sentences (fraction {cfg.validation_fraction}, seed {seed})")
+        train, validation, note = carve_validation(train, cfg.validation_fraction, seed, train_path, unit="sentences")
+        notes.append(note)
     test = None
     if cfg.test:
         tp = Path(cfg.test)
         test = _split_from("test", tp, read_sentences(tp, cfg), scheme, order, notes)
-    if cfg.max_train_samples:
-        n0 = len(train)
-        train = train.subset(cfg.max_train_samples, seed)
-        if len(train) < n0:
-            notes.append(f"train subset: {len(train)} of {n0} sentences (seed {seed})")
-    if cfg.max_eval_samples:
-        validation = validation.subset(cfg.max_eval_samples, seed)
-        test = test.subset(cfg.max_eval_samples, seed) if test else None
+    train, validation, test = limit_samples(train, validation, test, cfg, seed, notes, unit="sentences")
     return Dataset(train, validation, test, order, False, notes, task=TOKEN_TASK)
 
 
