@@ -17,11 +17,35 @@ from helpers import make_tiny_model_dir, onnx_recipe_dict, tiny_recipe_dict
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Under pytest-xdist the workers share the cores: one intra-op thread each (set before torch is imported; the
+# builds' subprocesses inherit it), so N workers do not run N x cores busy threads.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
+
+def shared_once(tmp_path_factory, name: str, make) -> Path:
+    """`make(dest)` once per test run, however many xdist workers ask: the first one builds under a file lock
+    in the run's common temp dir (the pattern pytest-xdist documents), the others wait and reuse it. Without
+    xdist it is simply a build made once per run. `dest` must not exist before; the result is read-only for tests."""
+    from filelock import FileLock
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if worker else base) / "shared-fixtures" / name
+    root.mkdir(parents=True, exist_ok=True)
+    dest, done = root / "built", root / "DONE"
+    with FileLock(str(root / ".lock")):
+        if not done.is_file():
+            if dest.exists():  # a worker that died mid-build
+                shutil.rmtree(dest)
+            make(dest)
+            done.write_text(worker or "main")
+    return dest
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-bert") / "model")
+    return shared_once(tmp_path_factory, "tiny-bert", make_tiny_model_dir)
 
 
 @pytest.fixture
@@ -41,9 +65,7 @@ def tiny_build(tiny_model_dir, tmp_path_factory) -> Path:
     from toolchain import recipe as recipe_mod
     from toolchain.pipeline import build
 
-    out = tmp_path_factory.mktemp("tiny-build") / "out"
-    build(recipe_mod.build(tiny_recipe_dict(tiny_model_dir, out)))
-    return out
+    return shared_once(tmp_path_factory, "tiny-build", lambda out: build(recipe_mod.build(tiny_recipe_dict(tiny_model_dir, out))))
 
 
 @pytest.fixture(scope="session")
@@ -52,9 +74,8 @@ def tiny_int8_build(tiny_model_dir, tmp_path_factory) -> Path:
     from toolchain import recipe as recipe_mod
     from toolchain.pipeline import build
 
-    out = tmp_path_factory.mktemp("tiny-int8-build") / "out"
-    build(recipe_mod.build(tiny_recipe_dict(tiny_model_dir, out, export={"precisions": ["int8"]}, quant={"debug_twins": True})))
-    return out
+    return shared_once(tmp_path_factory, "tiny-int8-build", lambda out: build(recipe_mod.build(
+        tiny_recipe_dict(tiny_model_dir, out, export={"precisions": ["int8"]}, quant={"debug_twins": True}))))
 
 
 @pytest.fixture
@@ -69,32 +90,27 @@ def bundle_copy(tiny_build, tmp_path) -> Path:
 def tiny_onnx_build(tiny_model_dir, tmp_path_factory) -> Path:
     """A complete build of onnx_recipe_dict: another bundle to swap artifacts from, and a reference for
     determinism and resumed builds. Read-only; copy before mutating."""
-    from toolchain import recipe as recipe_mod
-    from toolchain.pipeline import build
-
-    return _tiny_onnx_builds(tiny_model_dir, tmp_path_factory)[0]
+    return _tiny_onnx_builds(tiny_model_dir, tmp_path_factory) / "out"
 
 
 @pytest.fixture(scope="session")
 def tiny_onnx_stopped(tiny_model_dir, tmp_path_factory) -> Path:
     """The staging dir of tiny_onnx_build as it was just before its commit (every stage recorded,
     bundle/ inside): what a kill there leaves. Read-only; copy it to `.OUT.partial` of an OUT."""
-    return _tiny_onnx_builds(tiny_model_dir, tmp_path_factory)[1]
+    return _tiny_onnx_builds(tiny_model_dir, tmp_path_factory) / "stopped-before-commit"
 
 
-_ONNX_BUILDS: list = []
-
-
-def _tiny_onnx_builds(model_dir: Path, tmp_path_factory) -> tuple[Path, Path]:
+def _tiny_onnx_builds(model_dir: Path, tmp_path_factory) -> Path:
     """One build for both fixtures above: its staging dir is copied aside as the commit starts."""
-    if not _ONNX_BUILDS:
+
+    def make(base: Path) -> None:
         from unittest import mock
 
         from toolchain import pipeline, staging
         from toolchain import recipe as recipe_mod
 
-        base = tmp_path_factory.mktemp("tiny-onnx-build")
-        out, stopped = base / "out", base / "stopped-before-commit"
+        base.mkdir(parents=True)
+        stopped = base / "stopped-before-commit"
         commit = staging.commit
 
         def copy_then_commit(staging, dest):
@@ -102,6 +118,6 @@ def _tiny_onnx_builds(model_dir: Path, tmp_path_factory) -> tuple[Path, Path]:
             commit(staging, dest)
 
         with mock.patch.object(staging, "commit", copy_then_commit):
-            pipeline.build(recipe_mod.build(onnx_recipe_dict(model_dir, out)))
-        _ONNX_BUILDS[:] = [out, stopped]
-    return _ONNX_BUILDS[0], _ONNX_BUILDS[1]
+            pipeline.build(recipe_mod.build(onnx_recipe_dict(model_dir, base / "out")))
+
+    return shared_once(tmp_path_factory, "tiny-onnx-build", make)

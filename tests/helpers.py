@@ -78,12 +78,53 @@ def onnx_recipe_dict(model_dir: Path, out: Path, **sections) -> dict:
     return d
 
 
-def run_cli(*args, cwd=None, env=None, timeout=900) -> subprocess.CompletedProcess:
-    """Run `python -m toolchain.cli ...` as a user would; returns the completed process."""
-    e = dict(os.environ)
-    e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "toolchain.cli", *map(str, args)], cwd=cwd or ROOT, env=e,
-                          capture_output=True, text=True, timeout=timeout)
+def run_cli(*args, cwd=None, env=None, timeout=900, isolated: bool = False) -> subprocess.CompletedProcess:
+    """Run the `toolformer` CLI as a user would; returns a CompletedProcess (returncode, stdout, stderr).
+
+    By default in this process, through click's CliRunner on the very entry point the console script calls
+    (`toolchain.cli:main`): same parsing, same error handling, same exit codes, without paying torch's and
+    transformers' import (~5 s) per call. `isolated=True` runs `python -m toolchain.cli` in a subprocess:
+    for what only a real process shows (native writes to fd 2, environment read at import, signals).
+    `timeout` applies to the subprocess only.
+    """
+    if isolated:
+        e = dict(os.environ)
+        e.update(env or {})
+        return subprocess.run([sys.executable, "-m", "toolchain.cli", *map(str, args)], cwd=cwd or ROOT, env=e,
+                              capture_output=True, text=True, timeout=timeout)
+    return _run_cli_here([str(a) for a in args], cwd or ROOT, env or {})
+
+
+def _run_cli_here(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    import traceback
+
+    from click.testing import CliRunner
+
+    from toolchain.cli import main
+
+    saved_cwd, saved_env = os.getcwd(), dict(os.environ)
+    threads = _torch_threads()
+    try:
+        os.chdir(cwd)
+        res = CliRunner().invoke(main, args, env=env, prog_name="toolformer", catch_exceptions=True)
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        import torch
+
+        torch.set_num_threads(threads)  # `bench --threads N` sets torch's intra-op threads for the process
+    stderr = res.stderr
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        # What a console script would print for an exception that escaped the CLI's own handling.
+        stderr += "".join(traceback.format_exception(res.exception))
+    return subprocess.CompletedProcess(["toolformer", *args], res.exit_code, res.stdout, stderr)
+
+
+def _torch_threads() -> int:
+    import torch  # nearly every command imports it anyway
+
+    return torch.get_num_threads()
 
 
 # --- Identity and equality of builds (crash-safety tests: test_kill.py, test_resume_states.py) ---

@@ -1,4 +1,5 @@
-"""Every kind of bad input a user will hit, run through the real CLI in a subprocess.
+"""Every kind of bad input a user will hit, run through the real CLI (in this process through click's runner;
+the cases in ISOLATED also as a real `python -m toolchain.cli` subprocess, where native writes to fd 2 show).
 
 Each case must end with exit code 2, exactly one line on stderr that starts with `error:` and
 names the offending file/column/key, no traceback, and nothing written: neither OUT, nor the
@@ -191,6 +192,8 @@ def base_recipe(tiny_model_dir, tmp_path_factory) -> Path:
 
 
 RESULTS: dict = {}
+# One case per layer that refuses (data file, data content, model weights, recipe): also run in a real process.
+ISOLATED = {"train-missing", "single-class-train", "model-weights-mismatch", "recipe-labels-missing-one"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
@@ -210,7 +213,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, base_recipe, tiny
         out.mkdir(parents=True)
         (out / "keep.txt").write_text("an earlier build")
         before = sorted(p.name for p in runs.iterdir())
-    res = run_cli("build", recipe, "--out", out, *args, timeout=300)
+    res = run_cli("build", recipe, "--out", out, *args, timeout=300, isolated=name in ISOLATED)
     err_lines = [line for line in res.stderr.splitlines() if line.strip()]
     errors = [line for line in err_lines if line.startswith("error: ")]
     RESULTS[name] = (res.returncode, errors[0] if errors else res.stderr[-300:])

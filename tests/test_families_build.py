@@ -53,10 +53,7 @@ BUILD_SETS = [
 ]
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
-def family_build(request, tmp_path_factory):
-    fam = request.param
-    root = tmp_path_factory.mktemp(f"fam-{fam}")
+def _build(fam: str, root):
     model = make_family_dir(fam, root / "model", layers=3)
     train, dev = write_jsonl_task(root / "data", n_train=96, n_dev=40)
     out = root / "out"
@@ -64,8 +61,7 @@ def family_build(request, tmp_path_factory):
             "--num-layers", "2", "--epochs", "1", "--max-seq-len", "32", "--out", out]
     for s in BUILD_SETS:
         args += ["--set", s]
-    res = run_cli(*args, timeout=3600)  # a hang guard: one build took ~10 min on the shared 2-core machine
-    return {"family": fam, "out": out, "model": model, "dev": dev, "res": res}
+    return {"family": fam, "out": out, "model": model, "dev": dev, "res": run_cli(*args)}
 
 
 def _ok(res):
@@ -76,115 +72,140 @@ def _manifest(b):
     return json.loads((b["out"] / "bundle" / "manifest.json").read_text())
 
 
-def test_build_passes_its_gates(family_build):
-    b = family_build
-    _ok(b["res"])
-    m = _manifest(b)
-    names = [i["name"] for i in m["inputs"]]
-    assert names == (["input_ids", "attention_mask"] if b["family"] in NO_TOKEN_TYPES
-                     else ["input_ids", "attention_mask", "token_type_ids"])
-    golden = json.loads((b["out"] / "bundle" / "golden.json").read_text())
-    assert sorted(golden["inputs"]) == sorted(names)
-    keys = {(a["format"], a["precision"]) for a in m["artifacts"]}
-    assert keys == {("executorch", "fp32"), ("executorch", "int8"), ("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8")}
-    assert all(a["parity"]["passed"] if "passed" in a.get("parity", {}) else True for a in m["artifacts"])
-    tj = json.loads((b["out"] / "bundle" / "tokenizer.json").read_text())
-    assert tj["model"]["type"] == TOKENIZER_KIND[b["family"]]
-    orig = json.loads((b["model"] / "tokenizer.json").read_text())
-    n_old = len(orig["model"]["vocab"])
-    assert len(tj["model"]["vocab"]) < n_old  # vocabulary pruned
-    # The student checkpoint: 2 layers, a quarter of the heads and FFN neurons gone, positions cut to 32.
-    cfg = json.loads((b["out"] / "student" / "config.json").read_text())
-    assert cfg["model_type"] == json.loads((b["model"] / "config.json").read_text())["model_type"]
-    st = cfg["toolformer_structure"]
-    assert len(st["layers"]) == 2 and all(len(h) == 3 for h in st["heads"]) and all(i == 48 for i in st["intermediate"])
-    offset = cfg["pad_token_id"] + 1 if b["family"] in ("roberta", "xlm-roberta") else 0
-    assert cfg["max_position_embeddings"] == 32 + offset
-    assert cfg["vocab_size"] == len(tj["model"]["vocab"])
+class FamilyStages:
+    """Every stage on one family's build; a subclass per family (below) names it. A class is one scope for
+    `pytest -n --dist loadscope`, so each family's build is made once, on one worker, beside the others'."""
 
+    family: str = ""
 
-def test_verify_and_predict(family_build):
-    b = family_build
-    _ok(b["res"])
-    _ok(run_cli("verify", b["out"] / "bundle"))
-    m = _manifest(b)
-    for art in ("onnx-fp32", "executorch-int8"):
-        res = run_cli("predict", b["out"] / "bundle", "where is my parcel", "my card was billed twice", "--artifact", art, "--json")
+    @pytest.fixture(scope="class")
+    def family_build(self, tmp_path_factory):
+        return _build(self.family, tmp_path_factory.mktemp(f"fam-{self.family}"))
+
+    def test_build_passes_its_gates(self, family_build):
+        b = family_build
+        _ok(b["res"])
+        m = _manifest(b)
+        names = [i["name"] for i in m["inputs"]]
+        assert names == (["input_ids", "attention_mask"] if b["family"] in NO_TOKEN_TYPES
+                         else ["input_ids", "attention_mask", "token_type_ids"])
+        golden = json.loads((b["out"] / "bundle" / "golden.json").read_text())
+        assert sorted(golden["inputs"]) == sorted(names)
+        keys = {(a["format"], a["precision"]) for a in m["artifacts"]}
+        assert keys == {("executorch", "fp32"), ("executorch", "int8"), ("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8")}
+        assert all(a["parity"]["passed"] if "passed" in a.get("parity", {}) else True for a in m["artifacts"])
+        tj = json.loads((b["out"] / "bundle" / "tokenizer.json").read_text())
+        assert tj["model"]["type"] == TOKENIZER_KIND[b["family"]]
+        orig = json.loads((b["model"] / "tokenizer.json").read_text())
+        n_old = len(orig["model"]["vocab"])
+        assert len(tj["model"]["vocab"]) < n_old  # vocabulary pruned
+        # The student checkpoint: 2 layers, a quarter of the heads and FFN neurons gone, positions cut to 32.
+        cfg = json.loads((b["out"] / "student" / "config.json").read_text())
+        assert cfg["model_type"] == json.loads((b["model"] / "config.json").read_text())["model_type"]
+        st = cfg["toolformer_structure"]
+        assert len(st["layers"]) == 2 and all(len(h) == 3 for h in st["heads"]) and all(i == 48 for i in st["intermediate"])
+        offset = cfg["pad_token_id"] + 1 if b["family"] in ("roberta", "xlm-roberta") else 0
+        assert cfg["max_position_embeddings"] == 32 + offset
+        assert cfg["vocab_size"] == len(tj["model"]["vocab"])
+
+    def test_verify_and_predict(self, family_build):
+        b = family_build
+        _ok(b["res"])
+        _ok(run_cli("verify", b["out"] / "bundle"))
+        m = _manifest(b)
+        for art in ("onnx-fp32", "executorch-int8"):
+            res = run_cli("predict", b["out"] / "bundle", "where is my parcel", "my card was billed twice", "--artifact", art, "--json")
+            _ok(res)
+            rows = [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
+            assert len(rows) == 2 and all(r["label"] in m["labels"] for r in rows)
+
+    def test_artifacts_at_other_lengths_match_the_student(self, family_build):
+        """Every artifact against the student checkpoint in PyTorch, at lengths other than the export example's 16."""
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        import runtime_py
+        from runtime_py import parity
+        from runtime_py.tokenize import TextEncoder
+        from toolchain import model as model_mod
+
+        b = family_build
+        _ok(b["res"])
+        bundle = b["out"] / "bundle"
+        m = _manifest(b)
+        labels = m["labels"]
+        student = model_mod.load_classifier(str(b["out"] / "student"), labels).eval()
+        texts = [json.loads(line)["text"] for line in b["dev"].read_text().splitlines()[:12]]
+        for art in m["artifacts"]:
+            rt = runtime_py.load(bundle, art["file"])
+            for L in (7, 23, 32):
+                # Cut and padded to exactly L tokens, through the bundle's tokenizer and input names.
+                arrays = TextEncoder(bundle / "tokenizer.json", L, input_names=rt.input_names).encode(texts, pad_to=L)
+                assert arrays["input_ids"].shape == (12, L)
+                got = rt.run(arrays)
+                with torch.no_grad():
+                    ref = student(**{k: torch.from_numpy(v) for k, v in arrays.items()}).logits.numpy()
+                if art["precision"] == "fp32":
+                    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+                else:  # fp16 weights / int8: close, same predictions on the rows that are not near-ties
+                    # (a random tiny model's logits are near-tied: raw argmax agreement measured 0.67 at max-abs 2.3e-4)
+                    m = parity.compare(got, ref)
+                    assert m["max_abs"] < 0.5 and m["decisive_top1"] >= 0.75, m
+        assert type(student) is AutoModelForSequenceClassification._model_mapping[type(student.config)]
+
+    def test_debug(self, family_build, tmp_path):
+        b = family_build
+        _ok(b["res"])
+        # The debug twins stay in OUT/artifacts (a bundle ships without them): put them beside a copy of the
+        # bundle's artifacts so debug reads the bundle's golden inputs (the family's own input names).
+        bundle = tmp_path / "bundle"
+        shutil.copytree(b["out"] / "bundle", bundle)
+        for twin in (b["out"] / "artifacts").glob("*.debug.*"):
+            shutil.copy2(twin, bundle / twin.name)
+        for art in ("model-executorch-int8.pte", "model-onnx-int8.onnx"):
+            out = tmp_path / f"{art}.json"
+            res = run_cli("debug", bundle / art, "--reference", b["out"] / "student", "--json", out, timeout=600)
+            _ok(res)
+            rep = json.loads(out.read_text())
+            assert rep["modules"], rep
+
+    def test_bench(self, family_build, tmp_path):
+        b = family_build
+        _ok(b["res"])
+        out = tmp_path / "bench.json"
+        res = run_cli("bench", b["out"] / "bundle", "--iters", "2", "--warmup", "0", "--batch-sizes", "1,2", "--seq-lens", "16",
+                      "--threads", "1", "--no-progress", "--json", out, timeout=600)
         _ok(res)
-        rows = [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
-        assert len(rows) == 2 and all(r["label"] in m["labels"] for r in rows)
+        rows = json.loads(out.read_text())
+        assert {r["name"] for r in rows} == {"original"} | {f"{a['format']}-{a['precision']}" for a in _manifest(b)["artifacts"]}
+
+    @pytest.mark.arm64
+    def test_verify_arm64(self, family_build):
+        b = family_build
+        _ok(b["res"])
+        if not shutil.which("qemu-aarch64-static") or not shutil.which("debootstrap"):
+            pytest.skip("verify --arm64 needs qemu-user-static and debootstrap")
+        _ok(run_cli("verify", b["out"] / "bundle", "--arm64", timeout=3000))
 
 
-def test_artifacts_at_other_lengths_match_the_student(family_build):
-    """Every artifact against the student checkpoint in PyTorch, at lengths other than the export example's 16."""
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    import runtime_py
-    from runtime_py import parity
-    from runtime_py.tokenize import TextEncoder
-    from toolchain import model as model_mod
-
-    b = family_build
-    _ok(b["res"])
-    bundle = b["out"] / "bundle"
-    m = _manifest(b)
-    labels = m["labels"]
-    student = model_mod.load_classifier(str(b["out"] / "student"), labels).eval()
-    texts = [json.loads(line)["text"] for line in b["dev"].read_text().splitlines()[:12]]
-    for art in m["artifacts"]:
-        rt = runtime_py.load(bundle, art["file"])
-        for L in (7, 23, 32):
-            # Cut and padded to exactly L tokens, through the bundle's tokenizer and input names.
-            arrays = TextEncoder(bundle / "tokenizer.json", L, input_names=rt.input_names).encode(texts, pad_to=L)
-            assert arrays["input_ids"].shape == (12, L)
-            got = rt.run(arrays)
-            with torch.no_grad():
-                ref = student(**{k: torch.from_numpy(v) for k, v in arrays.items()}).logits.numpy()
-            if art["precision"] == "fp32":
-                np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
-            else:  # fp16 weights / int8: close, same predictions on the rows that are not near-ties
-                # (a random tiny model's logits are near-tied: raw argmax agreement measured 0.67 at max-abs 2.3e-4)
-                m = parity.compare(got, ref)
-                assert m["max_abs"] < 0.5 and m["decisive_top1"] >= 0.75, m
-    assert type(student) is AutoModelForSequenceClassification._model_mapping[type(student.config)]
+class TestBert(FamilyStages):
+    family = "bert"
 
 
-def test_debug(family_build, tmp_path):
-    b = family_build
-    _ok(b["res"])
-    # The debug twins stay in OUT/artifacts (a bundle ships without them): put them beside a copy of the
-    # bundle's artifacts so debug reads the bundle's golden inputs (the family's own input names).
-    bundle = tmp_path / "bundle"
-    shutil.copytree(b["out"] / "bundle", bundle)
-    for twin in (b["out"] / "artifacts").glob("*.debug.*"):
-        shutil.copy2(twin, bundle / twin.name)
-    for art in ("model-executorch-int8.pte", "model-onnx-int8.onnx"):
-        out = tmp_path / f"{art}.json"
-        res = run_cli("debug", bundle / art, "--reference", b["out"] / "student", "--json", out, timeout=600)
-        _ok(res)
-        rep = json.loads(out.read_text())
-        assert rep["modules"], rep
+class TestDistilbert(FamilyStages):
+    family = "distilbert"
 
 
-def test_bench(family_build, tmp_path):
-    b = family_build
-    _ok(b["res"])
-    out = tmp_path / "bench.json"
-    res = run_cli("bench", b["out"] / "bundle", "--iters", "2", "--warmup", "0", "--batch-sizes", "1,2", "--seq-lens", "16",
-                  "--threads", "1", "--no-progress", "--json", out, timeout=600)
-    _ok(res)
-    rows = json.loads(out.read_text())
-    assert {r["name"] for r in rows} == {"original"} | {f"{a['format']}-{a['precision']}" for a in _manifest(b)["artifacts"]}
+class TestRoberta(FamilyStages):
+    family = "roberta"
 
 
-@pytest.mark.arm64
-def test_verify_arm64(family_build):
-    b = family_build
-    _ok(b["res"])
-    if not shutil.which("qemu-aarch64-static") or not shutil.which("debootstrap"):
-        pytest.skip("verify --arm64 needs qemu-user-static and debootstrap")
-    _ok(run_cli("verify", b["out"] / "bundle", "--arm64", timeout=3000))
+class TestXlmRoberta(FamilyStages):
+    family = "xlm-roberta"
+
+
+class TestElectra(FamilyStages):
+    family = "electra"
 
 
 def test_every_stage_has_a_test_for_every_registered_family():
@@ -194,8 +215,10 @@ def test_every_stage_has_a_test_for_every_registered_family():
 
     assert set(STAGE_TESTS) == set(STAGES)
     for name in set(STAGE_TESTS.values()):
-        assert callable(globals().get(name)), name
+        assert callable(getattr(FamilyStages, name, None)), name
     registered = set(families.supported())
+    classes = [c for c in globals().values() if isinstance(c, type) and issubclass(c, FamilyStages) and c.__name__.startswith("Test")]
+    assert sorted(c.family for c in classes) == sorted(FAMILIES)
     tested = set(FAMILIES) | {"camembert"}  # camembert: the roberta adapter (test_families_surgery.py)
     assert registered <= tested, f"registered without tests: {sorted(registered - tested)}"
     for mt in registered:

@@ -32,12 +32,12 @@ def test_native_stderr_passes_everything_when_verbose(capfd, monkeypatch):
 def test_verify_and_predict_print_no_library_chatter(tiny_build):
     bundle = tiny_build / "bundle"
     for args in (("verify", bundle), ("predict", bundle, "--artifact", "executorch-fp32", "where is my parcel")):
-        res = run_cli(*args, env={"TOOLFORMER_VERBOSE": ""})
+        res = run_cli(*args, env={"TOOLFORMER_VERBOSE": ""}, isolated=True)  # native fd 2 writes show only in a real process
         assert res.returncode == 0, res.stderr
         out = res.stdout + res.stderr
         assert not CHATTER.search(out), out
     # The same command with -v shows what was kept out (so the check above can see it when it is there).
-    res = run_cli("-v", "predict", bundle, "--artifact", "executorch-fp32", "where is my parcel")
+    res = run_cli("-v", "predict", bundle, "--artifact", "executorch-fp32", "where is my parcel", isolated=True)
     assert res.returncode == 0, res.stderr
     assert "cpuinfo" in res.stdout + res.stderr
 
