@@ -160,3 +160,28 @@ def test_bad_search_input_is_one_line_exit_2(checkpoint, tmp_path, args, msg):
     err = res.stderr.strip().splitlines()
     assert len(err) == 1 and msg in err[0], res.stderr
     assert not out.exists() and not (tmp_path / ".out.partial").exists()
+
+
+def test_resume_reuses_a_finished_search(checkpoint, tmp_path):
+    """Killed after the search (here: at the student stage), `--resume` continues without searching again."""
+    import unittest.mock
+
+    from toolchain import search, stages
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    def must_not_run(*a, **k):
+        raise AssertionError("a finished search ran again on --resume")
+
+    out = tmp_path / "out"
+    args = ["compress", str(checkpoint), "--out", str(out), "--trials", "2", *FAST[:-4]]
+    with unittest.mock.patch.object(search, "_trial", _fake_trial(1.0)), unittest.mock.patch.object(stages, "make_student", interrupt):
+        first = CliRunner().invoke(main, args)
+    assert first.exit_code == 130 and (tmp_path / ".out.partial" / "trials.json").is_file()
+    trials = (tmp_path / ".out.partial" / "trials.json").read_text()
+    with unittest.mock.patch.object(search, "_trial", must_not_run), unittest.mock.patch.object(stages, "make_student", interrupt):
+        again = CliRunner().invoke(main, [*args, "--resume"])
+    assert again.exit_code == 130, again.output
+    assert "search: reused from the interrupted build" in again.output
+    assert (tmp_path / ".out.partial" / "trials.json").read_text() == trials and not out.exists()
