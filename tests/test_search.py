@@ -71,6 +71,7 @@ def test_every_trial_recorded_and_the_fastest_qualifying_one_ships(searched):
     assert rec["search"]["trials"] == 0 and rec["student"]["num_layers"] == fastest["params"]["num_layers"]
     assert rec["compress"]["prune_heads"] == fastest["params"]["prune_heads"]
     assert "search: " in output and f"shipped trial {fastest['number']}" in output
+    assert summary["search"]["shipped_retention"] == pytest.approx(summary["shipped"]["val_accuracy"] / orig)
 
 
 def test_pareto_front_and_plot_in_run_and_bundle(searched):
@@ -84,6 +85,12 @@ def test_pareto_front_and_plot_in_run_and_bundle(searched):
 
     assert rep["pareto"] == [t["number"] for t in trials if not beaten(t)]
     assert all(t["pareto"] == (t["number"] in rep["pareto"]) for t in trials)
+    from toolchain.plots import label_overlaps
+    from toolchain.search import figure
+
+    fig = figure(rep)  # what pareto.png draws: one label per distinct trial plus the original, none overlapping
+    assert len(fig.toolformer_labels) == 1 + len({json.dumps(t["params"], sort_keys=True) for t in trials})
+    assert label_overlaps(fig, fig.toolformer_labels) == []
     for d in (out, out / "bundle"):
         assert (d / "pareto.png").read_bytes()[:4] == b"\x89PNG"
         assert json.loads((d / "trials.json").read_text()) == rep

@@ -272,6 +272,8 @@ def package(ws: Workspace, original: Trained, shipped: Trained, exported: list[d
         from . import search as search_mod
 
         summary["search"] = search_mod.summary(searched.report)
+        # After full training: the share of the original's validation accuracy the shipped student keeps.
+        summary["search"]["shipped_retention"] = summary["shipped"]["val_accuracy"] / max(original.val_accuracy, 1e-12)
         extra.update({f: ws.work / f for f in search_mod.FILES})
     if checked.passed:
         _bundle(ws, summary, shipped, exported, golden, extra)
