@@ -70,6 +70,8 @@ def test_every_trial_recorded_and_the_fastest_qualifying_one_ships(searched):
     rec = tomllib.loads((out / "bundle" / "recipe.toml").read_text())
     assert rec["search"]["trials"] == 0 and rec["student"]["num_layers"] == fastest["params"]["num_layers"]
     assert rec["compress"]["prune_heads"] == fastest["params"]["prune_heads"]
+    # tiny_recipe_dict's gates against the original (drop 1.0, top-1 0.0) are looser than the retention's: kept.
+    assert rec["parity"]["max_accuracy_drop"] == 1.0 and rec["parity"]["min_top1_vs_original"] == 0.0
     assert "search: " in output and f"shipped trial {fastest['number']}" in output
     assert summary["search"]["shipped_retention"] == pytest.approx(summary["shipped"]["val_accuracy"] / orig)
 
@@ -192,3 +194,19 @@ def test_resume_reuses_a_finished_search(checkpoint, tmp_path):
     assert again.exit_code == 130, again.output
     assert "search: reused from the interrupted build" in again.output
     assert (tmp_path / ".out.partial" / "trials.json").read_text() == trials and not out.exists()
+
+
+def test_winner_gates_against_the_original_follow_the_asked_retention():
+    from toolchain import recipe as recipe_mod
+    from toolchain.search import winner_recipe
+
+    params = {"num_layers": 2, "layer_selection": "top", "prune_heads": 0.25, "prune_ffn": 0.0, "prune_vocab": True,
+              "distill": True, "temperature": 4.0, "alpha": 0.9, "int8_mode": "static"}
+    r = recipe_mod.build({"search": {"trials": 5, "min_retention": 0.7, "target": "onnx", "precision": "int8"}})
+    w = winner_recipe(r, params, original_accuracy=0.9)
+    assert w.parity.max_accuracy_drop == pytest.approx(0.27) and w.parity.min_top1_vs_original == 0.7
+    assert (w.student.num_layers, w.student.layer_selection, w.student.epochs) == (2, "top", r.student.epochs)
+    assert (w.compress.prune_heads, w.compress.prune_vocab, w.compress.temperature, w.compress.alpha) == (0.25, True, 4.0, 0.9)
+    assert w.quant.onnx_mode == "static" and w.search.trials == 0
+    strict = winner_recipe(recipe_mod.build({"search": {"trials": 5, "min_retention": 0.99}}), params, 0.9)
+    assert strict.parity.max_accuracy_drop == 0.08 and strict.parity.min_top1_vs_original == 0.8  # the defaults, stricter

@@ -79,10 +79,22 @@ def trial_recipe(r, params: dict, proxy: bool):
     compress = dataclasses.replace(r.compress, prune_heads=float(params["prune_heads"]), prune_ffn=float(params["prune_ffn"]),
                                    prune_vocab=bool(params["prune_vocab"]), distill=bool(params["distill"]),
                                    temperature=float(params["temperature"]), alpha=float(params["alpha"]))
-    quant = r.quant if s.target == "pytorch" else dataclasses.replace(r.quant, **{f"{s.target}_mode": params["int8_mode"]})
+    target = judged(r)[0]
+    quant = r.quant if target == "pytorch" else dataclasses.replace(r.quant, **{f"{target}_mode": params["int8_mode"]})
     # The winner's recipe.toml rebuilds the winner without searching again.
     return dataclasses.replace(r, student=student, compress=compress, quant=quant,
                                search=r.search if proxy else dataclasses.replace(r.search, trials=0))
+
+
+def winner_recipe(r, params: dict, original_accuracy: float):
+    """The recipe the winner is trained and shipped with: its settings, full training, and the parity gates
+    against the original no stricter than the asked retention (the user chose that accuracy loss; the gates
+    of each artifact against its own PyTorch source are untouched)."""
+    w = trial_recipe(r, params, proxy=False)
+    keep = r.search.min_retention
+    parity = dataclasses.replace(w.parity, max_accuracy_drop=max(w.parity.max_accuracy_drop, (1 - keep) * original_accuracy),
+                                 min_top1_vs_original=min(w.parity.min_top1_vs_original, keep))
+    return dataclasses.replace(w, parity=parity)
 
 
 def _measure(ws, model, tokenizer_file, path: Path) -> dict:
@@ -173,7 +185,7 @@ def run(ws, original) -> SearchResult:
     write(report, ws.work)
     w = report["winner"]
     ws.log.end(trials=len(records), qualified=sum(x["qualified"] for x in records), winner=w)
-    return SearchResult(report, trial_recipe(r, records[w]["params"], proxy=False) if w is not None else None)
+    return SearchResult(report, winner_recipe(r, records[w]["params"], original.val_accuracy) if w is not None else None)
 
 
 def _trial(ws, original, proxy, params: dict, number: int, root: Path, suffix: str) -> dict:
@@ -305,4 +317,5 @@ def load(ws, done: dict) -> SearchResult:
     """The search an interrupted build finished (its record), without searching again."""
     report = done["report"]
     w = report.get("winner")
-    return SearchResult(report, trial_recipe(resolve(ws.recipe), report["trials"][w]["params"], proxy=False) if w is not None else None)
+    return SearchResult(report, winner_recipe(resolve(ws.recipe), report["trials"][w]["params"], report["original"]["val_accuracy"])
+                        if w is not None else None)
