@@ -92,7 +92,7 @@ def main(verbose):
     configure(verbose)
 
 
-from .compress.command import apply_flags, compress_options  # noqa: E402  (click only; keeps --help fast)
+from .compress.command import apply_flags, apply_search_flags, compress_options, search_options  # noqa: E402  (click only; keeps --help fast)
 
 
 def _columns(value):
@@ -362,6 +362,7 @@ def finetune(recipe, out, epochs, force, resume, **opts):
 @click.option("--resume", is_flag=True, help="Continue an interrupted run (same checkpoint, recipe and flags) from "
                                               ".OUT.partial: finished stages are reused.")
 @compress_options
+@search_options
 @handle_errors
 def compress(checkpoint, recipe, epochs, out, force, resume, **opts):
     """Compress a fine-tuned CHECKPOINT: truncate, prune, distil, sparsify, prune the vocabulary,
@@ -369,6 +370,11 @@ def compress(checkpoint, recipe, epochs, out, force, resume, **opts):
 
     The checkpoint is the teacher and is not trained again. RECIPE defaults to the recipe.toml
     written next to it by `toolformer finetune` or `build`.
+
+    With --trials N (or [search] in the recipe) the student's settings are searched first: N seeded
+    Optuna trials, each trained briefly and timed; the fastest whose validation accuracy keeps
+    --min-retention of the original's is trained fully and shipped (OUT/trials.json, OUT/pareto.png).
+    None qualifies: exit 1, no bundle.
     """
     from pathlib import Path
 
@@ -393,8 +399,12 @@ def compress(checkpoint, recipe, epochs, out, force, resume, **opts):
         over.setdefault("data", {})["labels"] = labels  # the head's order, not a re-sorted one
     if out or not own_recipe:
         over["out"] = out or default_out(ckpt)
+    keep_given = opts.get("min_retention") is not None
+    apply_search_flags(over, opts)
     apply_flags(over, opts)
     r = recipe_mod.load(recipe, over)
+    if keep_given and not r.search.trials:
+        raise UsageError("--min-retention needs --trials N (or search.trials in the recipe)")
 
     from .distributed import finish
     from .pipeline import build as run_build

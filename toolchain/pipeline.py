@@ -33,6 +33,9 @@ def preflight(r):
                              f"(max_position_embeddings {cfg.max_position_embeddings})")
     if total_layers is not None and r.student.num_layers > total_layers:
         raise UsageError(f"--num-layers {r.student.num_layers} out of range: the model has {total_layers} layers")
+    if total_layers is not None and r.search.trials and any(n > total_layers for n in r.search.num_layers):
+        raise UsageError(f"search.num_layers {[n for n in r.search.num_layers if n > total_layers]} out of range: "
+                         f"the model has {total_layers} layers")
     data = load_dataset(r.data, r.train.seed)
     return source, data, total_layers
 
@@ -98,6 +101,8 @@ def build(r, force: bool = False, resume: bool = False) -> dict:
 
 def _verdict(summary: dict, out: Path) -> dict:
     """The summary of a build whose gates passed; GateError (exit 1) naming the failures otherwise."""
+    if not summary["passed"] and summary.get("failure"):  # a gate before parity (the search's min_retention)
+        raise GateError(f"{summary['failure']} ({out}/summary.json)")
     if not summary["passed"]:
         failed = [f"{a['artifact']}: {'; '.join(a['reasons'])}" for a in summary["artifacts"] if not a["passed"]]
         raise GateError(f"parity gate failed, no bundle written ({out}/parity.json): " + " | ".join(failed))
@@ -117,6 +122,15 @@ def _run_stages(r, source: str, data, work: Path, hand=None) -> dict | None:
     torch.manual_seed(r.train.seed + 1)
     # Reference outputs are computed where the original was trained, then moved to the CPU for export.
     original.model.to("cpu").eval()
+    searched = None
+    if r.search.trials:  # [search]: the winner's settings become the recipe of every later stage
+        import dataclasses
+
+        searched = stages.search(ws, original)
+        if searched.recipe is None:
+            return stages.search_failed(ws, original, searched)
+        ws = dataclasses.replace(ws, recipe=searched.recipe)
+        torch.manual_seed(r.train.seed + 1)
     shipped = stages.make_student(ws, original)
     # Training is over on every process: from here the main process works alone (export, parity,
     # package) and the others wait for it (see distributed.Handover). Distillation may have taken the
@@ -128,7 +142,7 @@ def _run_stages(r, source: str, data, work: Path, hand=None) -> dict | None:
     exported = stages.export(ws, shipped)
     checked = stages.parity(ws, original, shipped, exported)
     latency = stages.latency(ws, original, shipped, exported)
-    return stages.package(ws, original, shipped, exported, checked, latency)
+    return stages.package(ws, original, shipped, exported, checked, latency, searched)
 
 
 def finetune(r, out, force: bool = False, resume: bool = False):

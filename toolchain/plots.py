@@ -58,8 +58,9 @@ def _round_keys(biggest: float, unit: float) -> list[float]:
 
 
 def tradeoff(ax, points: list[Point], *, xlabel: str, ylabel: str = "validation accuracy, %", log_x: bool = False,
-             size_unit: float = 1e6, size_name: str = "MB", path_line: bool = False):
-    """Draw `points` on `ax` in the house style; returns the label Text objects (placed without overlap)."""
+             size_unit: float = 1e6, size_name: str = "MB", path_line: bool = False, y_include: tuple = ()):
+    """Draw `points` on `ax` in the house style; returns the label Text objects (placed without overlap).
+    `y_include`: accuracies kept in view besides the points' (a threshold line the caller draws)."""
     from adjustText import adjust_text
 
     biggest = max(p.size for p in points)
@@ -88,7 +89,7 @@ def tradeoff(ax, points: list[Point], *, xlabel: str, ylabel: str = "validation 
     else:
         span = max(hi - lo, 0.1 * max(hi, 1e-9))
         ax.set_xlim(max(0.0, lo - 0.2 * span), hi + 0.2 * span)
-    ax.set_ylim(*accuracy_limits([p.y for p in points]))
+    ax.set_ylim(*accuracy_limits([p.y for p in points] + list(y_include)))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, which="major", alpha=0.3)

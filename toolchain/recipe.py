@@ -202,6 +202,67 @@ class QuantSection:
 
 
 @dataclass(frozen=True)
+class SearchSection:
+    """Accuracy-aware search over student settings (toolchain/search.py); off while trials = 0.
+
+    Each list is the set of values a trial may pick (Optuna TPE, seeded by train.seed); a one-value list fixes
+    that setting. The winner replaces [student]/[compress]/[quant] settings and is trained fully afterwards."""
+
+    trials: int = _f(0, "Trials of the search (0 = no search; `compress --trials N`).")
+    min_retention: float = _f(0.99, "A trial qualifies when its validation accuracy >= this share of the original's "
+                                    "(in (0, 1]); the fastest qualifying trial ships (`--min-retention`).")
+    proxy_epochs: float = _f(1.0, "Epochs of the short training of each trial (the winner then trains student.epochs).")
+    proxy_samples: int = _f(0, "Seeded training rows per trial (0 = all); the winner trains on all of them.")
+    target: str = _f("auto", "What a trial's batch-1 latency and size are measured on: executorch | onnx (exported as the "
+                             "bundle will be; one of export.targets) | auto (onnx when exported, else the first target) | "
+                             "pytorch (eager fp32, no export per trial: quicker, rougher).")
+    precision: str = _f("auto", "Precision of that artifact: fp32 | fp16 | int8 (one of export.precisions) | auto (int8 when "
+                                "exported, else the first precision).")
+    latency_iters: int = _f(20, "Timed batch-1 calls per trial (after 3 untimed), at train.max_seq_len tokens of validation text.")
+    num_layers: list = _f([], "Student layer counts to try (empty = 1 .. the original's layers - 1).")
+    layer_selection: list = _f(["bottom", "evenly", "top"], "Which layers a student keeps: bottom | top | evenly.")
+    prune_heads: list = _f([0.0, 0.25, 0.5], "Attention-head pruning fractions (as compress.prune_heads).")
+    prune_ffn: list = _f([0.0, 0.25, 0.5], "FFN-neuron pruning fractions (as compress.prune_ffn).")
+    prune_vocab: list = _f([False, True], "Vocabulary pruning off/on (as compress.prune_vocab).")
+    distill: list = _f([True], "Distillation on/off (as compress.distill).")
+    temperature: list = _f([1.0, 2.0, 4.0], "Distillation temperatures (as compress.temperature).")
+    alpha: list = _f([0.5, 0.9], "Weights of the teacher's soft loss (as compress.alpha).")
+    int8_mode: list = _f(["dynamic"], "int8 modes of the judged artifact when precision = int8: dynamic | static "
+                                      "(static calibrates: slower per trial). Sets quant.<target>_mode.")
+
+    def __post_init__(self):
+        def nums(v, ok):
+            return bool(v) and all(isinstance(x, (int, float)) and not isinstance(x, bool) and ok(x) for x in v)
+
+        checks = [
+            (self.trials >= 0, "search.trials must be >= 0 (0 = no search)"),
+            (0.0 < self.min_retention <= 1.0, f"search.min_retention must be in (0, 1], got {self.min_retention}"),
+            (self.proxy_epochs > 0, "search.proxy_epochs must be > 0"),
+            (self.proxy_samples >= 0, "search.proxy_samples must be >= 0"),
+            (self.target in ("auto", "executorch", "onnx", "pytorch"),
+             f"search.target must be auto, executorch, onnx or pytorch, got {self.target!r}"),
+            (self.precision in ("auto", "fp32", "fp16", "int8"), f"search.precision must be auto, fp32, fp16 or int8, got {self.precision!r}"),
+            (not (self.precision == "fp16" and self.target != "onnx"), "search.precision fp16 exists for target onnx only"),
+            (self.latency_iters >= 1, "search.latency_iters must be >= 1"),
+            (all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in self.num_layers),
+             "search.num_layers must be a list of layer counts >= 1"),
+            (bool(self.layer_selection) and all(x in ("bottom", "top", "evenly") for x in self.layer_selection),
+             f"search.layer_selection must be a non-empty list of bottom, top, evenly; got {self.layer_selection}"),
+            (nums(self.prune_heads, lambda x: 0 <= x < 1), "search.prune_heads must be a non-empty list of fractions in [0, 1)"),
+            (nums(self.prune_ffn, lambda x: 0 <= x < 1), "search.prune_ffn must be a non-empty list of fractions in [0, 1)"),
+            (bool(self.prune_vocab) and all(isinstance(x, bool) for x in self.prune_vocab), "search.prune_vocab must be a non-empty list of true/false"),
+            (bool(self.distill) and all(isinstance(x, bool) for x in self.distill), "search.distill must be a non-empty list of true/false"),
+            (nums(self.temperature, lambda x: x > 0), "search.temperature must be a non-empty list of numbers > 0"),
+            (nums(self.alpha, lambda x: 0 <= x <= 1), "search.alpha must be a non-empty list of numbers in [0, 1]"),
+            (bool(self.int8_mode) and all(x in INT8_MODES for x in self.int8_mode),
+             f"search.int8_mode must be a non-empty list of {', '.join(INT8_MODES)}; got {self.int8_mode}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise RecipeError(f"recipe: {msg}")
+
+
+@dataclass(frozen=True)
 class Recipe:
     out: str = _f("runs/default", "Output directory of the build.")
     model: ModelSection = field(default_factory=ModelSection)
@@ -212,6 +273,7 @@ class Recipe:
     parity: ParitySection = field(default_factory=ParitySection)
     compress: CompressSection = field(default_factory=CompressSection)
     quant: QuantSection = field(default_factory=QuantSection)
+    search: SearchSection = field(default_factory=SearchSection)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -225,7 +287,7 @@ SECTIONS = {f.name: f.type for f in dataclasses.fields(Recipe) if f.name != "out
 _SECTION_TYPES = {
     "model": ModelSection, "data": DataSection, "train": TrainSection,
     "student": StudentSection, "export": ExportSection, "parity": ParitySection,
-    "compress": CompressSection, "quant": QuantSection,
+    "compress": CompressSection, "quant": QuantSection, "search": SearchSection,
 }
 # Fields that accept a single value where a list is declared ("text_column = 'sentence'").
 _LIST_FIELDS_ACCEPT_SCALAR = {"lora_target_modules", "text_column", "text_pair_column", "label_column", "targets", "precisions", "layers"}
@@ -252,6 +314,8 @@ def _coerce(where: str, name: str, default, value):
     if isinstance(default, list):
         if name in _LIST_FIELDS_ACCEPT_SCALAR and isinstance(value, (str, int)) and not isinstance(value, bool):
             value = [value]
+        elif where.startswith("search.") and isinstance(value, (str, int, float, bool)):
+            value = [value]  # [search] lists: one value fixes that setting ("prune_vocab = true")
         if not isinstance(value, list):
             raise RecipeError(f"recipe: {where} must be a list, got {value!r}")
         return list(value)
@@ -317,6 +381,10 @@ def _check_ranges(r: Recipe) -> None:
         (r.parity.batch_size > 1, "parity.batch_size must be > 1 (padding must be exercised)"),
         (r.parity.golden_size >= 2, "parity.golden_size must be >= 2"),
         (r.export.max_batch >= 2, "export.max_batch must be >= 2"),
+        (not r.search.trials or r.search.target in ("auto", "pytorch", *r.export.targets),
+         f"search.target {r.search.target!r} is not among export.targets {r.export.targets} (the search judges an artifact the bundle ships)"),
+        (not r.search.trials or r.search.precision in ("auto", *r.export.precisions) or r.search.target == "pytorch",
+         f"search.precision {r.search.precision!r} is not among export.precisions {r.export.precisions}"),
     ]
     for ok, msg in checks:
         if not ok:

@@ -111,6 +111,48 @@ def make_student(ws: Workspace, original: Trained) -> Trained:
                    {"stages": stu.rows, "facts": stu.facts})
 
 
+def search(ws: Workspace, original: Trained):
+    """1b. [search]: seeded Optuna trials over student settings (toolchain.search); the winner's recipe
+    replaces recipe.toml. A finished search is reused by `--resume`; an interrupted one starts again."""
+    from . import search as search_mod
+    from .distributed import num_processes
+    from .errors import UsageError
+
+    if num_processes() > 1:
+        raise UsageError("search.trials works in single-process runs; rerun it without a multi-process launcher")
+    done = ws.progress.get("search")
+    if done:
+        ws.log.start("search", "reused from the interrupted build")
+        res = search_mod.load(ws, done)
+        ws.log.end(resumed=True, winner=res.report.get("winner"))
+    else:
+        res = search_mod.run(ws, original)
+        ws.progress.mark("search", files=[ws.work / f for f in search_mod.FILES], report=res.report)
+    if res.recipe is not None:
+        recipe_mod.dump(res.recipe, ws.work / "recipe.toml")  # the bundle's recipe rebuilds the winner
+    return res
+
+
+def search_failed(ws: Workspace, original: Trained, res) -> dict:
+    """summary.json of a search where no trial kept min_retention of the original: no student, no bundle."""
+    from . import search as search_mod
+    from .package import versions
+
+    rep = res.report
+    best = max(rep["trials"], key=lambda t: t["val_accuracy"])
+    summary = {"passed": False, "artifacts": [], "labels": ws.data.labels, "task": ws.data.task,
+               "failure": (f"search gate failed, no bundle written: none of {len(rep['trials'])} trials reached validation accuracy "
+                           f"{rep['threshold']:.4f} ({rep['min_retention']:g} x the original's {original.val_accuracy:.4f}); "
+                           f"the best, trial {best['number']}, scored {best['val_accuracy']:.4f} (lower --min-retention, "
+                           f"add --trials or widen [search]; every trial is in {search_mod.FILES[0]})"),
+               "original": {"source": ws.source, "val_accuracy": original.val_accuracy, "params": count_params(original.model),
+                            "layers": original.model.config.num_hidden_layers},
+               "search": search_mod.summary(rep), "stages": ws.log.rows, "versions": versions(),
+               "recipe_sha256": ws.recipe.sha256(), "build_key": ws.progress.recipe_sha}
+    (ws.work / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
 def export(ws: Workspace, shipped: Trained) -> list[dict]:
     """3. Every target × precision of the shipped model into ws.work/artifacts (resumed ones reused)."""
     import targets
@@ -140,7 +182,7 @@ def _export_one(ws: Workspace, shipped: Trained, tname: str, prec: str, path: Pa
         facts = done["facts"]  # resumed: this artifact was exported completely before the interruption
     else:
         try:
-            facts = _export_artifact(ws, shipped, tname, prec, path)
+            facts = export_artifact(ws, shipped, tname, prec, path)
         except targets.ExportError as e:  # the same error, saying which export it was (toolchain/cli.py maps it)
             raise type(e)(f"export {tname} {prec}: {e}") from None
     if not done:
@@ -149,7 +191,9 @@ def _export_one(ws: Workspace, shipped: Trained, tname: str, prec: str, path: Pa
     return facts
 
 
-def _export_artifact(ws: Workspace, shipped: Trained, tname: str, prec: str, path: Path) -> dict:
+def export_artifact(ws: Workspace, shipped: Trained, tname: str, prec: str, path: Path) -> dict:
+    """One artifact of `shipped` at `path` as the recipe says (int8 via [quant]); returns its export facts.
+    The search (toolchain.search) exports each trial's student through here, as the build does."""
     import targets
 
     r = ws.recipe
@@ -216,12 +260,21 @@ def latency(ws: Workspace, original: Trained, shipped: Trained, exported: list[d
     return rows
 
 
-def package(ws: Workspace, original: Trained, shipped: Trained, exported: list[dict], checked: Checked, latency_rows: list) -> dict:
-    """5. Golden I/O, summary, report and (when every gate passed) the bundle; writes summary.json."""
+def package(ws: Workspace, original: Trained, shipped: Trained, exported: list[dict], checked: Checked, latency_rows: list,
+            searched=None) -> dict:
+    """5. Golden I/O, summary, report and (when every gate passed) the bundle; writes summary.json.
+    `searched` (toolchain.search.SearchResult): its trials.json and pareto.png go into the bundle too."""
     ws.log.start("package", "bundle/")
     golden = _golden(ws, original, shipped, exported)
     summary = _summary(ws, original, shipped, checked, latency_rows)
     extra = _reports(ws, summary, shipped)
+    if searched is not None:
+        from . import search as search_mod
+
+        summary["search"] = search_mod.summary(searched.report)
+        # After full training: the share of the original's validation accuracy the shipped student keeps.
+        summary["search"]["shipped_retention"] = summary["shipped"]["val_accuracy"] / max(original.val_accuracy, 1e-12)
+        extra.update({f: ws.work / f for f in search_mod.FILES})
     if checked.passed:
         _bundle(ws, summary, shipped, exported, golden, extra)
     ws.log.end()

@@ -23,6 +23,37 @@ _KEYS = {"prune_heads": "prune_heads", "prune_ffn": "prune_ffn", "prune_importan
          "archive": "archive"}
 
 
+_SEARCH_FLAGS = [
+    click.option("--trials", type=int, metavar="N", help="Search N student settings (Optuna TPE, seeded) and ship the "
+                 "fastest that keeps --min-retention of the original's validation accuracy (recipe [search])."),
+    click.option("--min-retention", type=float, metavar="SHARE", help="With --trials: the share of the original's validation "
+                 "accuracy a trial must keep, in (0, 1] (default 0.99, search.min_retention)."),
+]
+
+
+def search_options(fn):
+    """Add --trials and --min-retention (the [search] section) to a click command."""
+    for opt in reversed(_SEARCH_FLAGS):
+        fn = opt(fn)
+    return fn
+
+
+def apply_search_flags(over: dict, kw: dict) -> dict:
+    """--trials / --min-retention into the [search] overrides; a flag outside its range is bad input (exit 2)."""
+    from ..errors import UsageError
+
+    trials, keep = kw.pop("trials", None), kw.pop("min_retention", None)
+    if trials is not None:
+        if trials < 1:
+            raise UsageError(f"--trials must be >= 1, got {trials}")
+        over.setdefault("search", {})["trials"] = trials
+    if keep is not None:
+        if not 0 < keep <= 1:
+            raise UsageError(f"--min-retention must be in (0, 1], got {keep:g}")
+        over.setdefault("search", {})["min_retention"] = keep
+    return over
+
+
 def compress_options(fn):
     """Add the compression flags to a click command (they arrive as keyword arguments)."""
     for opt in reversed(_FLAGS):
@@ -77,6 +108,14 @@ def echo_summary(summary: dict, out: str) -> None:
         click.echo(f"{row['stage']:<10} layers {row['layers']}  heads {sum(row['heads']):>3}  ffn {sum(row['ffn']):>6}  "
                    f"vocab {row['vocab']:>6}  params {row['params']:>11,}  {row['fp32_bytes'] / 1e6:7.2f} MB  "
                    f"zstd {row['zstd_bytes'] / 1e6:7.2f} MB  val accuracy {acc if acc is None else f'{acc:.4f}'}")
+    sr = summary.get("search")
+    if sr and sr.get("winner") is not None:
+        p, w = sr["winner_params"], sr["winner_proxy"]
+        click.echo(f"search: {sr['qualified']} of {sr['trials']} trials kept >= {sr['min_retention']:g} of the original "
+                   f"(val accuracy {sr['threshold']:.4f}); shipped trial {sr['winner']} ({p['num_layers']} layers {p['layer_selection']}, "
+                   f"heads -{p['prune_heads']:g}, ffn -{p['prune_ffn']:g}, vocab {'pruned' if p['prune_vocab'] else 'full'}): "
+                   f"proxy val accuracy {w['val_accuracy']:.4f}, {w['latency_ms']:.3f} ms {sr['judged_by']['target']}-"
+                   f"{sr['judged_by']['precision']}; trials: {Path(out) / 'trials.json'}, plot: {Path(out) / 'pareto.png'}")
     for a in summary["artifacts"]:
         click.echo(f"{a['artifact']:<16} accuracy {a['accuracy']:.4f}  max-abs vs source {a['vs_reference']['max_abs']:.2e}  "
                    f"top-1 vs original {a['vs_original']['top1_agreement']:.3f}  {'PASS' if a['passed'] else 'FAIL'}")
