@@ -135,3 +135,66 @@ def test_cli_refuses_bad_token_data_with_one_line(tmp_path):
     lines = [l for l in p.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and "2 words but 1 tags" in lines[0]
     assert not out.exists() and not (tmp_path / ".out.partial").exists()
+
+
+# --- debug, export and serve on token-classification checkpoints and bundles ------------------------------
+
+PERTURBED = "bert.encoder.layer.1.intermediate.dense.weight"
+
+
+def _cli(*args):
+    """`toolformer ARGS` in this process (click's CliRunner): exit code and everything it printed."""
+    from click.testing import CliRunner
+
+    from toolchain.cli import main
+
+    res = CliRunner().invoke(main, [str(a) for a in args])
+    return res.exit_code, res.output
+
+
+def test_debug_judges_token_artifacts_at_word_positions(ner_build, tmp_path):
+    """`debug` on a token ONNX artifact: clean vs its student it shows export noise only; vs a copy of the
+    student whose layer-1 FFN carries strong noise it names that layer (golden inputs, then --texts raw text)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    art = ner_build / "bundle" / "model-onnx-fp32.onnx"
+    code, text = _cli("debug", art, "--reference", ner_build / "student", "--json", tmp_path / "clean.json")
+    assert code == 0, text
+    clean = json.loads((tmp_path / "clean.json").read_text())
+    assert clean["task"] == "token-classification" and clean["positions"] > 0 and "word positions" in text
+    assert clean["logits"]["max_abs"] < 1e-4 and clean["logits"]["positions"] == clean["positions"]
+    bad = tmp_path / "perturbed"
+    shutil.copytree(ner_build / "student", bad)
+    sd = load_file(bad / "model.safetensors")
+    w = sd[PERTURBED]
+    sd[PERTURBED] = w + torch.randn(w.shape, generator=torch.Generator().manual_seed(0)) * 3 * w.std()
+    save_file(sd, bad / "model.safetensors", metadata={"format": "pt"})
+    (tmp_path / "t.txt").write_text("Angela Merkel visited the Siemens plant in Erlangen.\nPrices were unchanged, said Omar.\n")
+    for extra in ((), ("--texts", tmp_path / "t.txt")):
+        code, text = _cli("debug", art, "--reference", bad, "--json", tmp_path / "bad.json", *extra)
+        assert code == 0, text
+        rep = json.loads((tmp_path / "bad.json").read_text())
+        assert rep["grows_most"] == "bert.encoder.layer.1", text
+        assert rep["worst"][0]["module"] == PERTURBED.rsplit(".", 1)[0], text
+        assert max(r["growth"] for r in clean["modules"]) < rep["worst"][0]["growth"] / 5
+    assert rep["examples"] == 2 and rep["positions"] == 16  # 9 + 7 words, as entities() splits them
+
+
+def test_export_token_checkpoint_is_gated(ner_build, tmp_path):
+    """`export` of a token checkpoint: int8 ONNX judged at word positions with entity F1; a failed gate writes nothing."""
+    out = tmp_path / "ner-int8.onnx"
+    code, text = _cli("export", ner_build / "student", "--target", "onnx", "--precision", "int8", "--out", out)
+    assert code == 0, text
+    assert "onnx-int8: entity F1" in text and "PASS" in text and out.is_file()
+    import runtime_py.backends as backends
+    from runtime_py.token import encode_words
+    from runtime_py.tokenize import TextEncoder
+
+    enc = TextEncoder(ner_build / "bundle" / "tokenizer.json", 32)
+    arrays, _, _ = encode_words(enc, [["Angela", "Merkel", "visited", "Erlangen"], ["Omar"]])
+    assert backends.open_backend(out, "onnx").run(arrays).shape == (2, arrays["input_ids"].shape[1], 9)
+    failed = tmp_path / "never.onnx"
+    code, text = _cli("export", ner_build / "student", "--target", "onnx", "--out", failed, "--set", "parity.fp32_max_abs=0.0")
+    assert code == 1 and "parity gate failed" in text and "max" in text, text
+    assert not failed.exists() and not list(tmp_path.glob(".never.onnx.*"))
