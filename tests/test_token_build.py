@@ -3,7 +3,13 @@ student, ExecuTorch and ONNX fp32/int8), parity, bundle, verify, predict, runtim
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -198,3 +204,97 @@ def test_export_token_checkpoint_is_gated(ner_build, tmp_path):
     code, text = _cli("export", ner_build / "student", "--target", "onnx", "--out", failed, "--set", "parity.fp32_max_abs=0.0")
     assert code == 1 and "parity gate failed" in text and "max" in text, text
     assert not failed.exists() and not list(tmp_path.glob(".never.onnx.*"))
+
+
+@contextmanager
+def _server(bundle: Path, log: Path, *args):
+    """`toolformer serve BUNDLE ARGS` in a subprocess on a free 127.0.0.1 port, no API key; yields its URL once ready."""
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "TOOLFORMER_API_KEY"}
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "toolchain.cli", "serve", str(bundle), "--name", "ner", *map(str, args),
+                                 "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, f"server exited {proc.returncode}: {log.read_text()[-2000:]}"
+            try:
+                if httpx.get(url + "/v2/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _relabelled(bundle: Path, dest: Path) -> Path:
+    """A copy of `bundle` whose tags 'O' and 'B-PER' trade names (checksums recomputed). The tiny random model
+    tags every word 'O' (entity F1 0), so the copy tags most words as one-word PER entities: spans to check."""
+    from runtime_py.bundle import sha256_file
+
+    shutil.copytree(bundle, dest)
+    man = json.loads((dest / "manifest.json").read_text())
+    i, j = man["labels"].index("O"), man["labels"].index("B-PER")
+    man["labels"][i], man["labels"][j] = "B-PER", "O"
+    (dest / "labels.json").write_text(json.dumps(man["labels"]))
+    man["files"]["labels.json"] = sha256_file(dest / "labels.json")
+    (dest / "manifest.json").write_text(json.dumps(man))
+    return dest
+
+
+def test_serve_token_bundle(ner_build, tmp_path):
+    """`serve` on a token bundle: /v1/predict gives entities with character offsets, V2 metadata declares logits
+    (-1, -1, tags) and entities, V2 infer gives each text's per-piece logits (zeros past its own length)."""
+    import httpx
+
+    import runtime_py
+    from runtime_py.token import analyse
+
+    from toolchain.tasks.token import read_conll
+
+    # Sentences with punctuation glued on as users type it ("Jensen (Toyota", "title.").
+    texts = [" ".join(w).replace(" .", ".").replace(" ,", ",").replace("( ", "(") for w, _, _ in read_conll(NER / "train.conll")[:6]]
+    bundle = _relabelled(ner_build / "bundle", tmp_path / "bundle")
+    m = runtime_py.load(bundle, artifact="onnx-fp32")
+    expected = analyse(m, texts)
+    assert sum(len(ents) for ents, _ in expected) >= 10
+    n_tags = len(m.labels)
+    with _server(bundle, tmp_path / "server.log", "--artifact", "onnx-fp32", "--max-batch-size", 4) as url:
+        meta = httpx.get(url + "/v2/models/ner").json()
+        assert meta["parameters"]["task"] == "token-classification"
+        assert meta["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, -1, n_tags]},
+                                   {"name": "entities", "datatype": "BYTES", "shape": [-1]}]
+        r = httpx.post(url + "/v1/predict", json={"texts": texts}, timeout=60)
+        assert r.status_code == 200, r.text
+        preds = r.json()["predictions"]
+        assert [p["entities"] for p in preds] == [ents for ents, _ in expected]
+        for t, p in zip(texts, preds):
+            for e in p["entities"]:
+                assert t[e["start"]:e["end"]] == e["text"] and e["type"] in ("PER", "ORG", "LOC", "MISC")
+        body = {"inputs": [{"name": "text", "shape": [3], "datatype": "BYTES", "data": texts[:3]}]}
+        r = httpx.post(url + "/v2/models/ner/infer", json=body, timeout=60)
+        assert r.status_code == 200, r.text
+        out = {o["name"]: o for o in r.json()["outputs"]}
+        lengths = r.json()["parameters"]["sequence_lengths"]
+        assert lengths == [lg.shape[0] for _, lg in expected[:3]]
+        assert out["logits"]["shape"] == [3, max(lengths), n_tags]
+        got = np.asarray(out["logits"]["data"], dtype=np.float32).reshape(out["logits"]["shape"])
+        for i, (_, lg) in enumerate(expected[:3]):
+            np.testing.assert_allclose(got[i, :lengths[i]], lg, atol=1e-5)
+            assert not got[i, lengths[i]:].any()
+        assert [json.loads(x) for x in out["entities"]["data"]] == [ents for ents, _ in expected[:3]]
+        r = httpx.post(url + "/v2/models/ner/infer", json={**body, "outputs": [{"name": "label"}]})
+        assert r.status_code == 400 and r.json() == {"error": "unknown output 'label'; this model gives logits, entities"}
