@@ -241,14 +241,22 @@ def tags(model, words_batch, batch_size: int = 32, scores: bool = False) -> list
     return out
 
 
-def entities(model, texts, batch_size: int = 32) -> list[list[dict]]:
-    """Entity spans per raw text: {"type", "text", "start", "end", "score"} with text[start:end] == entity text."""
+def analyse(model, texts, batch_size: int = 32) -> list[tuple[list[dict], np.ndarray]]:
+    """(entities, logits) per raw text; each text's logits `(its own pieces, tags)`, specials included, padding cut
+    off — so a text's answer has the same shape whichever texts it ran with (the server's batches)."""
     _check_task(model)
     texts = [texts] if isinstance(texts, str) else list(texts)
     out = []
     for i in range(0, len(texts), batch_size):
         chunk = texts[i:i + batch_size]
         arrays, firsts, spans, _ = encode_texts(model.encoder, chunk)
-        preds = word_predictions(model.run(arrays), firsts, model.labels)
-        out += [entity_spans(t, sp, p) for t, sp, p in zip(chunk, spans, preds)]
+        logits = model.run(arrays)
+        preds = word_predictions(logits, firsts, model.labels)
+        lengths = arrays["attention_mask"].sum(axis=1)
+        out += [(entity_spans(t, sp, p), logits[k, :int(n)]) for k, (t, sp, p, n) in enumerate(zip(chunk, spans, preds, lengths))]
     return out
+
+
+def entities(model, texts, batch_size: int = 32) -> list[list[dict]]:
+    """Entity spans per raw text: {"type", "text", "start", "end", "score"} with text[start:end] == entity text."""
+    return [ents for ents, _ in analyse(model, texts, batch_size)]

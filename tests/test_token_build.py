@@ -3,7 +3,13 @@ student, ExecuTorch and ONNX fp32/int8), parity, bundle, verify, predict, runtim
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -135,3 +141,160 @@ def test_cli_refuses_bad_token_data_with_one_line(tmp_path):
     lines = [l for l in p.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and "2 words but 1 tags" in lines[0]
     assert not out.exists() and not (tmp_path / ".out.partial").exists()
+
+
+# --- debug, export and serve on token-classification checkpoints and bundles ------------------------------
+
+PERTURBED = "bert.encoder.layer.1.intermediate.dense.weight"
+
+
+def _cli(*args):
+    """`toolformer ARGS` in this process (click's CliRunner): exit code and everything it printed."""
+    from click.testing import CliRunner
+
+    from toolchain.cli import main
+
+    res = CliRunner().invoke(main, [str(a) for a in args])
+    return res.exit_code, res.output
+
+
+def test_debug_judges_token_artifacts_at_word_positions(ner_build, tmp_path):
+    """`debug` on a token ONNX artifact: clean vs its student it shows export noise only; vs a copy of the
+    student whose layer-1 FFN carries strong noise it names that layer (golden inputs, then --texts raw text)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    art = ner_build / "bundle" / "model-onnx-fp32.onnx"
+    code, text = _cli("debug", art, "--reference", ner_build / "student", "--json", tmp_path / "clean.json")
+    assert code == 0, text
+    clean = json.loads((tmp_path / "clean.json").read_text())
+    assert clean["task"] == "token-classification" and clean["positions"] > 0 and "word positions" in text
+    assert clean["logits"]["max_abs"] < 1e-4 and clean["logits"]["positions"] == clean["positions"]
+    bad = tmp_path / "perturbed"
+    shutil.copytree(ner_build / "student", bad)
+    sd = load_file(bad / "model.safetensors")
+    w = sd[PERTURBED]
+    sd[PERTURBED] = w + torch.randn(w.shape, generator=torch.Generator().manual_seed(0)) * 3 * w.std()
+    save_file(sd, bad / "model.safetensors", metadata={"format": "pt"})
+    (tmp_path / "t.txt").write_text("Angela Merkel visited the Siemens plant in Erlangen.\nPrices were unchanged, said Omar.\n")
+    for extra in ((), ("--texts", tmp_path / "t.txt")):
+        code, text = _cli("debug", art, "--reference", bad, "--json", tmp_path / "bad.json", *extra)
+        assert code == 0, text
+        rep = json.loads((tmp_path / "bad.json").read_text())
+        assert rep["grows_most"] == "bert.encoder.layer.1", text
+        assert rep["worst"][0]["module"] == PERTURBED.rsplit(".", 1)[0], text
+        assert max(r["growth"] for r in clean["modules"]) < rep["worst"][0]["growth"] / 5
+    assert rep["examples"] == 2 and rep["positions"] == 16  # 9 + 7 words, as entities() splits them
+
+
+def test_export_token_checkpoint_is_gated(ner_build, tmp_path):
+    """`export` of a token checkpoint: int8 ONNX judged at word positions with entity F1; a failed gate writes nothing."""
+    out = tmp_path / "ner-int8.onnx"
+    code, text = _cli("export", ner_build / "student", "--target", "onnx", "--precision", "int8", "--out", out)
+    assert code == 0, text
+    assert "onnx-int8: entity F1" in text and "PASS" in text and out.is_file()
+    import runtime_py.backends as backends
+    from runtime_py.token import encode_words
+    from runtime_py.tokenize import TextEncoder
+
+    enc = TextEncoder(ner_build / "bundle" / "tokenizer.json", 32)
+    arrays, _, _ = encode_words(enc, [["Angela", "Merkel", "visited", "Erlangen"], ["Omar"]])
+    assert backends.open_backend(out, "onnx").run(arrays).shape == (2, arrays["input_ids"].shape[1], 9)
+    failed = tmp_path / "never.onnx"
+    code, text = _cli("export", ner_build / "student", "--target", "onnx", "--out", failed, "--set", "parity.fp32_max_abs=0.0")
+    assert code == 1 and "parity gate failed" in text and "max" in text, text
+    assert not failed.exists() and not list(tmp_path.glob(".never.onnx.*"))
+
+
+@contextmanager
+def _server(bundle: Path, log: Path, *args):
+    """`toolformer serve BUNDLE ARGS` in a subprocess on a free 127.0.0.1 port, no API key; yields its URL once ready."""
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "TOOLFORMER_API_KEY"}
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "toolchain.cli", "serve", str(bundle), "--name", "ner", *map(str, args),
+                                 "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, f"server exited {proc.returncode}: {log.read_text()[-2000:]}"
+            try:
+                if httpx.get(url + "/v2/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _relabelled(bundle: Path, dest: Path) -> Path:
+    """A copy of `bundle` whose tags 'O' and 'B-PER' trade names (checksums recomputed). The tiny random model
+    tags every word 'O' (entity F1 0), so the copy tags most words as one-word PER entities: spans to check."""
+    from runtime_py.bundle import sha256_file
+
+    shutil.copytree(bundle, dest)
+    man = json.loads((dest / "manifest.json").read_text())
+    i, j = man["labels"].index("O"), man["labels"].index("B-PER")
+    man["labels"][i], man["labels"][j] = "B-PER", "O"
+    (dest / "labels.json").write_text(json.dumps(man["labels"]))
+    man["files"]["labels.json"] = sha256_file(dest / "labels.json")
+    (dest / "manifest.json").write_text(json.dumps(man))
+    return dest
+
+
+def test_serve_token_bundle(ner_build, tmp_path):
+    """`serve` on a token bundle: /v1/predict gives entities with character offsets, V2 metadata declares logits
+    (-1, -1, tags) and entities, V2 infer gives each text's per-piece logits (zeros past its own length)."""
+    import httpx
+
+    import runtime_py
+    from runtime_py.token import analyse
+
+    from toolchain.tasks.token import read_conll
+
+    # Sentences with punctuation glued on as users type it ("Jensen (Toyota", "title.").
+    texts = [" ".join(w).replace(" .", ".").replace(" ,", ",").replace("( ", "(") for w, _, _ in read_conll(NER / "train.conll")[:6]]
+    bundle = _relabelled(ner_build / "bundle", tmp_path / "bundle")
+    m = runtime_py.load(bundle, artifact="onnx-fp32")
+    expected = analyse(m, texts)
+    assert sum(len(ents) for ents, _ in expected) >= 10
+    n_tags = len(m.labels)
+    with _server(bundle, tmp_path / "server.log", "--artifact", "onnx-fp32", "--max-batch-size", 4) as url:
+        meta = httpx.get(url + "/v2/models/ner").json()
+        assert meta["parameters"]["task"] == "token-classification"
+        assert meta["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, -1, n_tags]},
+                                   {"name": "entities", "datatype": "BYTES", "shape": [-1]}]
+        r = httpx.post(url + "/v1/predict", json={"texts": texts}, timeout=60)
+        assert r.status_code == 200, r.text
+        preds = r.json()["predictions"]
+        assert [p["entities"] for p in preds] == [ents for ents, _ in expected]
+        for t, p in zip(texts, preds):
+            for e in p["entities"]:
+                assert t[e["start"]:e["end"]] == e["text"] and e["type"] in ("PER", "ORG", "LOC", "MISC")
+        body = {"inputs": [{"name": "text", "shape": [3], "datatype": "BYTES", "data": texts[:3]}]}
+        r = httpx.post(url + "/v2/models/ner/infer", json=body, timeout=60)
+        assert r.status_code == 200, r.text
+        out = {o["name"]: o for o in r.json()["outputs"]}
+        lengths = r.json()["parameters"]["sequence_lengths"]
+        assert lengths == [lg.shape[0] for _, lg in expected[:3]]
+        assert out["logits"]["shape"] == [3, max(lengths), n_tags]
+        got = np.asarray(out["logits"]["data"], dtype=np.float32).reshape(out["logits"]["shape"])
+        for i, (_, lg) in enumerate(expected[:3]):
+            np.testing.assert_allclose(got[i, :lengths[i]], lg, atol=1e-5)
+            assert not got[i, lengths[i]:].any()
+        assert [json.loads(x) for x in out["entities"]["data"]] == [ents for ents, _ in expected[:3]]
+        r = httpx.post(url + "/v2/models/ner/infer", json={**body, "outputs": [{"name": "label"}]})
+        assert r.status_code == 400 and r.json() == {"error": "unknown output 'label'; this model gives logits, entities"}

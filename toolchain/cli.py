@@ -455,7 +455,8 @@ def export_cmd(checkpoint, recipe, target, precision, out, debug_twin, force, **
     r = recipe_mod.load(recipe, over)
     res = export_checkpoint(checkpoint, target, precision, out, r, force=force, debug=debug_twin)
     par = res["parity"]
-    click.echo(f"{target}-{precision}: accuracy {par['accuracy']:.4f} (checkpoint {par['original_accuracy']:.4f})  "
+    metric = "entity F1" if par["metric"] == "entity_f1" else "accuracy"
+    click.echo(f"{target}-{precision}: {metric} {par['accuracy']:.4f} (checkpoint {par['original_accuracy']:.4f})  "
                f"cosine {gate_cosine(par['vs_reference'], par['gate']['vs_reference']):.5f}  top-1 {par['vs_reference']['top1_agreement']:.4f}  PASS")
     for f in res["files"]:
         click.echo(f"wrote {f} ({os.path.getsize(f):,} bytes)")

@@ -9,6 +9,11 @@ grows most are named. Values inside the artifact come from:
   `quant.debug_twins` / `export --debug`): the same lowered program with ExecuTorch devtools'
   intermediate-output taps, which reach inside the XNNPACK delegate (ETDump's debug buffer only
   sees delegate boundaries). The twin's logits are checked against the artifact's own.
+
+Token-classification artifacts (logits `(batch, seq, tags)`) are judged where their decisions are
+read: every module's error and the logits' are taken over the first sub-token of each word only, as
+the build's parity gate does (runtime_py.token.real_positions); padding, specials and continuation
+pieces are left out. Sequence artifacts are judged over every attended token.
 """
 from __future__ import annotations
 
@@ -21,6 +26,19 @@ from .errors import UsageError
 from .families import of as family_of
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# A batch's (batch, seq) mask of the positions judged, beside its input arrays (token tasks: first
+# sub-tokens); absent, the attended tokens are. No backend reads it: they take their inputs by name.
+POSITIONS = "_positions"
+
+
+def is_token_checkpoint(path: str | Path) -> bool:
+    """Whether a Hugging Face checkpoint directory holds a *ForTokenClassification model (from config.json)."""
+    cfg_file = Path(path) / "config.json"
+    try:
+        archs = json.loads(cfg_file.read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError):
+        return False
+    return any(str(a).endswith("ForTokenClassification") for a in archs)
 
 
 def load_checkpoint(path: str | Path):
@@ -66,7 +84,7 @@ def reference_activations(model, batches: list) -> tuple[np.ndarray, dict, list]
     finally:
         for h in handles:
             h.remove()
-    return np.concatenate(logits), acts, order
+    return logits, acts, order
 
 
 def onnx_activations(path: Path, batches: list) -> tuple[np.ndarray, dict]:
@@ -96,7 +114,7 @@ def onnx_activations(path: Path, batches: list) -> tuple[np.ndarray, dict]:
         logits.append(outs[names[0]])
         for mod, tensor in modules.items():
             acts.setdefault(mod, []).append(np.asarray(outs[tensor], dtype=np.float32))
-    return np.concatenate(logits), acts
+    return logits, acts
 
 
 def executorch_activations(path: Path, batches: list, names=INPUTS) -> tuple[np.ndarray, dict, dict]:
@@ -117,8 +135,8 @@ def executorch_activations(path: Path, batches: list, names=INPUTS) -> tuple[np.
         art_logits.append(artifact.run(b))
         for tap in meta["taps"]:
             acts.setdefault(tap["module"], []).append(outs[tap["output"]].detach().float().numpy().copy())
-    logits, art_logits = np.concatenate(logits), np.concatenate(art_logits)
-    return logits, acts, {"twin": twin.name, "twin_vs_artifact_max_abs": float(np.abs(logits - art_logits).max())}
+    gap = max(float(np.abs(a - b).max()) for a, b in zip(logits, art_logits))
+    return logits, acts, {"twin": twin.name, "twin_vs_artifact_max_abs": gap}
 
 
 def _rel_error(art: list, ref: list, masks: list) -> tuple[float, float]:
@@ -129,7 +147,7 @@ def _rel_error(art: list, ref: list, masks: list) -> tuple[float, float]:
         r = np.asarray(r, dtype=np.float64)
         if a.shape != r.shape and a.size == r.size:
             a = a.reshape(r.shape)
-        if r.ndim == 3:  # (batch, seq, features): keep the attended positions only
+        if r.ndim == 3:  # (batch, seq, features): keep the judged positions only (see POSITIONS)
             keep = mask.astype(bool)
             a, r = a[keep], r[keep]
         diff2 += float(((a - r) ** 2).sum())
@@ -141,7 +159,7 @@ def compare(ref_acts: dict, order: list, art_acts: dict, batches: list, fam) -> 
     """Per-module relative error in execution order, its growth over the module's input, per-layer summary.
 
     `fam` (toolchain.families) names the blocks and the residual-stream taps of the model's modules."""
-    masks = [np.asarray(b["attention_mask"]) for b in batches]
+    masks = [np.asarray(b[POSITIONS] if POSITIONS in b else b["attention_mask"]) for b in batches]
     # A module's input error: the largest error among what ran since the last residual-stream value
     # (that value included): q/k/v → attention output dense, intermediate → output dense, and so on.
     rows, window = [], [0.0]
@@ -191,9 +209,22 @@ def debug_artifact(artifact: str | Path, reference: str | Path, batches: list, t
     if not acts:
         raise UsageError(f"{path}: no layer outputs could be located in the artifact")
     report = compare(ref_acts, order, acts, batches, family_of(model))
+    token = logits[0].ndim == 3
+    if token:  # (batch, seq, tags): the first sub-token of every word, as the build's token parity judges them
+        from runtime_py.token import compare_rows
+
+        if not all(POSITIONS in b for b in batches):
+            raise UsageError(f"{reference}: a token-classification reference needs word positions; "
+                             "give --texts (or the bundle's golden inputs)")
+        rows = lambda lg: np.concatenate([np.asarray(x)[b[POSITIONS]] for x, b in zip(lg, batches)])
+        lg = compare_rows(rows(logits), rows(ref_logits), parity.compare)
+    else:
+        lg = parity.compare(np.concatenate(logits), np.concatenate(ref_logits))
     report.update({"artifact": str(path), "format": fmt, "reference": str(reference),
+                   "task": "token-classification" if token else "sequence-classification",
                    "examples": int(sum(len(b["input_ids"]) for b in batches)),
-                   "logits": parity.compare(logits, ref_logits), "twin": twin})
+                   "positions": int(sum(int(np.asarray(b[POSITIONS]).sum()) for b in batches)) if token else None,
+                   "logits": lg, "twin": twin})
     report["worst"] = sorted(report["modules"], key=lambda r: r["growth"], reverse=True)[:top]
     # The layer holding the module whose error grows most: a residual stream and LayerNorm can hide
     # a broken sub-layer at the block's output (its growth is in the table too).
@@ -204,7 +235,8 @@ def debug_artifact(artifact: str | Path, reference: str | Path, batches: list, t
 def format_report(rep: dict) -> str:
     """The drift report as a terminal table."""
     lg = rep["logits"]
-    lines = [f"{rep['artifact']} ({rep['format']}) vs {rep['reference']}: {rep['examples']} texts",
+    where = f", judged at {rep['positions']} word positions (first sub-tokens)" if rep.get("positions") is not None else ""
+    lines = [f"{rep['artifact']} ({rep['format']}) vs {rep['reference']}: {rep['examples']} texts{where}",
              f"logits: max-abs {lg['max_abs']:.3g}  min cosine {lg['min_cosine']:.5f}  top-1 agreement {lg['top1_agreement']:.3f}"]
     if rep.get("twin"):
         t = rep["twin"]
@@ -231,14 +263,46 @@ def text_batches(texts: list, tokenizer_file: str | Path, max_seq_len: int, batc
     return [enc.encode(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)]
 
 
+def token_batches(items: list, tokenizer_file: str | Path, max_seq_len: int, words: bool, batch_size: int = 8) -> list:
+    """Token arrays plus the first-sub-token mask (POSITIONS) for raw texts, or with `words` for pre-split sentences."""
+    from runtime_py.token import encode_texts, encode_words, real_positions
+    from runtime_py.tokenize import TextEncoder
+
+    enc = TextEncoder(tokenizer_file, max_seq_len)
+    out = []
+    for i in range(0, len(items), batch_size):
+        chunk = items[i:i + batch_size]
+        arrays, firsts = (encode_words(enc, chunk) if words else encode_texts(enc, chunk))[:2]
+        arrays[POSITIONS] = real_positions(firsts, arrays["input_ids"].shape)
+        out.append(arrays)
+    return out
+
+
 def golden_batches(artifact: str | Path, batch_size: int = 8) -> list | None:
     """The golden inputs of the bundle the artifact sits in, if it does."""
-    golden = Path(artifact).parent / "golden.json"
-    if not golden.is_file():
+    golden_file = Path(artifact).parent / "golden.json"
+    if not golden_file.is_file():
         return None
-    inputs = json.loads(golden.read_text(encoding="utf-8"))["inputs"]
+    golden = json.loads(golden_file.read_text(encoding="utf-8"))
+    inputs = golden["inputs"]
     arrays = {k: np.asarray(inputs[k], dtype=np.int64) for k in INPUTS if k in inputs}
     n = len(arrays["input_ids"])
+    bundle = Path(artifact).parent
+    from runtime_py.bundle import BundleError, read_manifest
+
+    try:
+        man = read_manifest(bundle)
+    except BundleError:
+        man = {}
+    if (man.get("task") or {}).get("type") == "token-classification":  # golden sentences are word lists
+        from runtime_py.token import encode_words, real_positions
+        from runtime_py.tokenize import TextEncoder
+
+        enc = TextEncoder(bundle / man["tokenizer"]["file"], man["max_seq_len"])
+        again, firsts, _ = encode_words(enc, golden["texts"], pad_to=arrays["input_ids"].shape[1])
+        if not np.array_equal(again["input_ids"], arrays["input_ids"]):
+            raise UsageError(f"{golden_file}: the bundle's tokenizer no longer gives the golden input ids")
+        arrays[POSITIONS] = real_positions(firsts, arrays["input_ids"].shape)
     return [{k: v[i:i + batch_size] for k, v in arrays.items()} for i in range(0, n, batch_size)]
 
 
@@ -251,7 +315,15 @@ def resolve_batches(artifact, reference, texts_file, text_column: str, tokenizer
             raise UsageError(f"{art}: not inside a bundle (no golden.json next to it); give --texts FILE")
         return batches
     path = Path(texts_file)
-    if path.suffix.lower() == ".txt":
+    token = is_token_checkpoint(reference)
+    words = None
+    if token and path.suffix.lower() in (".conll", ".iob", ".bio"):  # pre-split sentences, tags ignored
+        from .tasks.token import read_conll
+
+        words = [w for w, _, _ in read_conll(path)]
+        if not words:
+            raise UsageError(f"{path}: no sentences")
+    elif path.suffix.lower() == ".txt":
         if not path.is_file():
             raise UsageError(f"{path}: no such file")
         texts = [t.strip() for t in path.read_text(encoding="utf-8").splitlines() if t.strip()]
@@ -262,10 +334,12 @@ def resolve_batches(artifact, reference, texts_file, text_column: str, tokenizer
         if text_column not in columns:
             raise UsageError(f"{path}: no column {text_column!r}; columns are {columns} (set --text-column)")
         texts = [r[text_column] for r in rows if str(r[text_column]).strip()]
-    if not texts:
+    if words is None and not texts:
         raise UsageError(f"{path}: no texts")
     tok = Path(tokenizer) if tokenizer else next((p for p in (art.parent / "tokenizer.json", Path(reference) / "tokenizer.json")
                                                   if p.is_file()), None)
     if tok is None or not tok.is_file():
         raise UsageError("no tokenizer.json next to the artifact or in the reference; give --tokenizer")
+    if token:  # judged at each word's first sub-token: raw texts split as runtime_py's entities() splits them
+        return token_batches(words[:num] if words is not None else texts[:num], tok, max_seq_len, words is not None)
     return text_batches(texts[:num], tok, max_seq_len)

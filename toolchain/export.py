@@ -72,12 +72,21 @@ def export_checkpoint(checkpoint: str | Path, target: str, precision: str, out: 
             raise type(e)(f"export {target} {precision}: {e}") from None
         p = r.parity
         from .families import of
+        from .tasks import token as token_task
 
-        sets = parity_mod.parity_batches(data.validation, tok, max_len, p.seq_lens, p.batch_size, p.num_examples,
-                                         input_names=of(model).inputs)
+        # A token checkpoint is judged as a build judges its artifacts: at every word's first sub-token,
+        # entity F1 instead of accuracy (toolchain.tasks.token.check_artifact).
+        tok_task = token_task.is_token(data)
+        batcher = token_task.parity_batches if tok_task else parity_mod.parity_batches
+        sets = batcher(data.validation, tok, max_len, p.seq_lens, p.batch_size, p.num_examples, input_names=of(model).inputs)
         src = parity_mod.reference_outputs(model, sets)
         gate = parity_mod.gate_for(precision, p)
-        res = parity_mod.check_artifact(open_backend(staged, target), sets, src, src, gate)
+        backend = open_backend(staged, target)
+        if tok_task:
+            res = token_task.check_artifact(backend, sets, src, src, gate, data.labels)
+        else:
+            res = parity_mod.check_artifact(backend, sets, src, src, gate)
+        res["metric"] = "entity_f1" if tok_task else "accuracy"
         if not res["passed"]:
             raise GateError(f"{out.name}: parity gate failed, nothing written: " + "; ".join(res["reasons"]))
         files = [f for f in Path(tmp).iterdir() if f.name.startswith(out.stem) and f.name != "tokenizer.json"]

@@ -39,6 +39,9 @@ class ServedModel:
         self.max_seq_len = int(model.max_seq_len)
         self.pair = bool((model.manifest.get("task") or {}).get("text_pair", False))
         self.version = model.name  # the artifact key, e.g. onnx-int8
+        # A token-classification bundle answers entities (and per-piece logits); the batcher then carries
+        # one (entities, logits (pieces, tags)) pair per text instead of one logits row.
+        self.token = getattr(model, "task", "") == protocol.TOKEN_TASK
         self.platform = {"onnx": "onnxruntime_onnx", "executorch": "executorch_pte"}.get(model.artifact["format"], model.artifact["format"])
         size = cfg.max_batch_size
         # Dynamic int8 (ONNX Runtime's quantize_dynamic) scales activations over the whole input tensor, so a
@@ -53,7 +56,8 @@ class ServedModel:
             metrics.batch_size.labels(name).observe(n)
             metrics.inference_seconds.labels(name).observe(seconds)
 
-        self.batcher = Batcher(lambda texts: model.logits(texts, batch_size=size), max_batch_size=gather,
+        run = (lambda texts: model_analyse(model, texts, size)) if self.token else (lambda texts: model.logits(texts, batch_size=size))
+        self.batcher = Batcher(run, max_batch_size=gather,
                                max_queue_delay_us=cfg.max_queue_delay_us, max_queue_size=cfg.max_queue_size,
                                timeout_s=cfg.request_timeout_s, name=name, on_run=on_run)
         art = model.artifact
@@ -64,8 +68,7 @@ class ServedModel:
     def metadata(self) -> dict:
         inputs = [{"name": n, "datatype": "BYTES", "shape": [-1]} for n in protocol.input_names(self.pair)]
         return {"name": self.name, "versions": [self.version], "platform": self.platform, "inputs": inputs,
-                "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, len(self.labels)]},
-                            {"name": "label", "datatype": "BYTES", "shape": [-1]}],
+                "outputs": protocol.output_specs(self.token, len(self.labels)),
                 "parameters": {"labels": self.labels, "max_seq_len": self.max_seq_len,
                                "task": (self.model.manifest.get("task") or {}).get("type", "sequence-classification"),
                                "artifact": self.model.artifact["file"], "sha256": self.model.artifact.get("sha256"),
@@ -80,16 +83,31 @@ class ServedModel:
         return self.model.encoder.count_truncated(long) if long else 0
 
 
+def model_analyse(model, texts: list, batch_size: int) -> list:
+    """A token bundle's (entities, logits (pieces, tags)) per text (runtime_py.token.analyse)."""
+    from runtime_py.token import analyse
+
+    return analyse(model, texts, batch_size=batch_size)
+
+
 def batch_dependent(model, n: int = 8, atol: float = 1e-4) -> bool:
     """Whether the artifact's logits for a text change with its batch company: the bundle's golden texts
     run one by one and together (padding alone moves fp32 logits by ~1e-6, far below atol)."""
+    token = getattr(model, "task", "") == protocol.TOKEN_TASK
     try:
         golden = json.loads((model.bundle / model.manifest["golden"]["file"]).read_text(encoding="utf-8"))
-        texts = [tuple(t) if isinstance(t, list) else t for t in golden["texts"]][:n]
-    except (KeyError, OSError, ValueError):
+        if token:  # golden sentences are word lists; the server sees raw text
+            texts = [" ".join(t) for t in golden["texts"]][:n]
+        else:
+            texts = [tuple(t) if isinstance(t, list) else t for t in golden["texts"]][:n]
+    except (KeyError, OSError, ValueError, TypeError):
         texts = []
     if len(texts) < 2:
         return model.artifact.get("precision") == "int8"  # nothing to probe with: assume the worst for int8
+    if token:  # each text's own pieces, alone and in company (their widths differ, so text by text)
+        alone = [lg for t in texts for _, lg in model_analyse(model, [t], 1)]
+        together = [lg for _, lg in model_analyse(model, texts, len(texts))]
+        return bool(max(float(np.max(np.abs(a - b))) for a, b in zip(alone, together)) > atol)
     alone = np.concatenate([model.logits([t]) for t in texts])
     return bool(np.max(np.abs(alone - model.logits(texts))) > atol)
 
@@ -189,7 +207,8 @@ class Service:
             request.state.inputs = [[mask(x) for x in t] if isinstance(t, tuple) else mask(t) for t in texts]
 
     async def classify(self, request: Request, s: ServedModel, texts: list, arrived: float) -> tuple[np.ndarray, int]:
-        """Logits for `texts` through the model's batcher, with the batcher's refusals as HTTP errors."""
+        """Logits for `texts` through the model's batcher, with the batcher's refusals as HTTP errors
+        (a token model's: one (entities, logits) pair per text)."""
         self.check_texts(request, texts)
         st, cfg, metrics = request.state, self.cfg, self.metrics
         truncated = s.count_truncated(texts)
@@ -304,10 +323,12 @@ def _add_model_routes(app: FastAPI, svc: Service) -> None:
         s = svc.lookup(request, name, version)
         if request.headers.get("inference-header-content-length") is not None:
             raise ApiError(400, "the binary tensor extension is not supported; send JSON")
-        texts, wanted, rid = protocol.parse_infer(protocol.parse_json(await svc.read_body(request)), s.pair)
+        texts, wanted, rid = protocol.parse_infer(protocol.parse_json(await svc.read_body(request)), s.pair, s.token)
         if rid is not None:
             request.state.request_id = rid[:128]
         logits, truncated = await svc.classify(request, s, texts, arrived)
+        if s.token:
+            return JSONResponse(protocol.token_infer_response(s.name, s.version, rid, logits, len(s.labels), wanted, truncated))
         return JSONResponse(protocol.infer_response(s.name, s.version, rid, logits, s.labels, wanted, truncated))
 
     @app.post("/v1/predict")
@@ -326,6 +347,8 @@ def _add_model_routes(app: FastAPI, svc: Service) -> None:
         s = svc.lookup(request, name)
         texts, _ = protocol.parse_predict(obj, s.pair)
         logits, truncated = await svc.classify(request, s, texts, arrived)
+        if s.token:
+            return JSONResponse(protocol.entities_response(s.name, logits, truncated))
         return JSONResponse(protocol.predict_response(s.name, logits, s.labels, truncated))
 
 

@@ -31,7 +31,7 @@ class ShuttingDown(Exception):
 
 @dataclass
 class Result:
-    logits: np.ndarray   # (len(texts), num_labels) float32
+    logits: np.ndarray   # (len(texts), num_labels) float32; for a token model a list of (entities, logits) per text
     queue_s: float       # arrival → start of its run
     batch_size: int      # texts in the run it was part of
 

@@ -9,6 +9,19 @@ import numpy as np
 from .errors import ApiError
 
 OUTPUTS = ("logits", "label")
+TOKEN_TASK = "token-classification"
+# A token-classification model's outputs: logits per tokenizer piece and each text's entities as a JSON string.
+TOKEN_OUTPUTS = ("logits", "entities")
+
+
+def output_specs(token: bool, num_labels: int) -> list[dict]:
+    """The model metadata's outputs: (n, labels) logits and a label per text, or for a token model
+    (n, pieces, tags) logits — pieces of the request's longest text, specials included — and entities."""
+    if token:
+        return [{"name": "logits", "datatype": "FP32", "shape": [-1, -1, num_labels]},
+                {"name": "entities", "datatype": "BYTES", "shape": [-1]}]
+    return [{"name": "logits", "datatype": "FP32", "shape": [-1, num_labels]},
+            {"name": "label", "datatype": "BYTES", "shape": [-1]}]
 
 
 def parse_json(body: bytes):
@@ -34,7 +47,7 @@ def input_names(pair: bool) -> tuple:
     return ("text", "text_pair") if pair else ("text",)
 
 
-def parse_infer(obj, pair: bool) -> tuple[list, list | None, str | None]:
+def parse_infer(obj, pair: bool, token: bool = False) -> tuple[list, list | None, str | None]:
     """OIP infer request → (texts or (text, pair) tuples, requested output names or None, request id)."""
     if not isinstance(obj, dict):
         raise ApiError(400, "infer request must be a JSON object with 'inputs'")
@@ -82,9 +95,10 @@ def parse_infer(obj, pair: bool) -> tuple[list, list | None, str | None]:
         if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
             raise ApiError(400, "'outputs' must be a list of {\"name\": ...} objects")
         names = [o["name"] for o in outputs]
-        bad = [n for n in names if n not in OUTPUTS]
+        known = TOKEN_OUTPUTS if token else OUTPUTS
+        bad = [n for n in names if n not in known]
         if bad:
-            raise ApiError(400, f"unknown output {bad[0]!r}; this model gives {', '.join(OUTPUTS)}")
+            raise ApiError(400, f"unknown output {bad[0]!r}; this model gives {', '.join(known)}")
     rid = obj.get("id")
     if rid is not None and not isinstance(rid, str):
         raise ApiError(400, "'id' must be a string")
@@ -143,3 +157,36 @@ def predict_response(name: str, logits: np.ndarray, labels: list, truncated: int
     probs = softmax64(logits)
     preds = [{"label": labels[int(p.argmax())], "score": float(p.max())} for p in probs]
     return {"model": name, "predictions": preds, "truncated_texts": truncated}
+
+
+def _finite(entities: list) -> list:
+    """Entities with a NaN score (no word of theirs had a prediction) as null: JSON has no NaN."""
+    return [{**e, "score": e["score"] if e["score"] == e["score"] else None} for e in entities]
+
+
+def token_infer_response(name: str, version: str, rid: str | None, results: list, num_labels: int, wanted,
+                         truncated: int) -> dict:
+    """OIP answer of a token model from (entities, logits (pieces, tags)) per text: logits (n, L, tags) with L
+    the longest text's pieces (rows past a text's own `sequence_lengths` are zeros), entities as JSON strings."""
+    lengths = [int(lg.shape[0]) for _, lg in results]
+    outs = []
+    if wanted is None or "logits" in wanted:
+        width = max(lengths, default=0)
+        block = np.zeros((len(results), width, num_labels), dtype=np.float32)
+        for i, (_, lg) in enumerate(results):
+            block[i, :lg.shape[0]] = lg
+        outs.append({"name": "logits", "datatype": "FP32", "shape": [len(results), width, num_labels],
+                     "data": [float(v) for v in block.reshape(-1)]})
+    if wanted is None or "entities" in wanted:
+        outs.append({"name": "entities", "datatype": "BYTES", "shape": [len(results)],
+                     "data": [json.dumps(_finite(ents), ensure_ascii=False) for ents, _ in results]})
+    resp = {"model_name": name, "model_version": version, "outputs": outs,
+            "parameters": {"truncated_texts": truncated, "sequence_lengths": lengths}}
+    if rid is not None:
+        resp["id"] = rid
+    return resp
+
+
+def entities_response(name: str, results: list, truncated: int) -> dict:
+    """/v1/predict answer of a token model: one {"entities": [...]} per text, offsets into the text as sent."""
+    return {"model": name, "predictions": [{"entities": _finite(ents)} for ents, _ in results], "truncated_texts": truncated}
