@@ -6,7 +6,7 @@
         --command "toolformer bench runs/default/bundle --threads 2 --json runs/bench.json"
 
 `--add KIND FILE --command CMD` files one benchmark output (KIND: build, bench, peers, roofline,
-compression, int8) as docs/results/<date>-<kind>-<name>.json together with the command that produced
+compression, int8, serve, gates) as docs/results/<date>-<kind>-<name>.json together with the command that produced
 it and the file's date, then regenerates the page. Every table on the page is rendered from those
 files, with its command and date above it; the tables measured before the JSON existed are kept
 verbatim below them, under "Historical (hand-recorded)", from docs/results/historical.md.
@@ -24,7 +24,7 @@ DOCS = Path(__file__).resolve().parent
 RESULTS = DOCS / "results"
 PAGE = DOCS / "results.md"
 HISTORICAL = RESULTS / "historical.md"
-KINDS = ("build", "bench", "peers", "roofline", "compression", "int8")
+KINDS = ("build", "bench", "peers", "roofline", "compression", "int8", "serve", "gates")
 
 
 def _pct(x):
@@ -93,10 +93,31 @@ def render_generic(d) -> list[str]:
     return out
 
 
-RENDER = {"build": render_build, "bench": render_bench}
+def render_serve(d: dict) -> list[str]:
+    """benchmarks/serve_load.py: throughput and latency per artifact, batching on/off, concurrency."""
+    rows = [[r["artifact"], r["batching"], r["concurrency"], _num(r["throughput_rps"], "{:.1f}"), _num(r["p50_ms"], "{:.1f}"),
+             _num(r["p90_ms"], "{:.1f}"), _num(r["p99_ms"], "{:.1f}"), _num(r.get("mean_batch"), "{:.2f}"), r["wrong"], r["lost"]]
+            for r in d["rows"]]
+    return [f"Bundle `{d.get('bundle', '?')}`, {d.get('cpus', '?')} CPUs; one text per request, closed-loop clients on the "
+            "same machine; every answer checked against runtime_py.", ""] + table(
+        ["artifact", "batching", "concurrency", "req/s", "p50 ms", "p90 ms", "p99 ms", "mean batch", "wrong", "lost"], rows)
+
+
+def render_gates(d: dict) -> list[str]:
+    """benchmarks/gates.py: false alarms on faithful artifacts and faults caught."""
+    c = d["counts"]
+    return [f"{c['faithful_artifacts']} faithful artifacts, **{c['false_alarms']} false alarms**; "
+            f"**{c['caught']} of {c['faults']} injected faults caught**; controls failed {c['control_false_alarms']} of "
+            f"{c['controls']}. Per-subject and per-fault tables: [gates](gates.md).", ""] + table(
+        ["fault", "artifact", "caught by"], [[r["fault"], r["artifact"], r.get("caught_by") or "not caught"]
+                                             for r in d["faults"] if r["artifact"] != "bundle"])
+
+
+RENDER = {"build": render_build, "bench": render_bench, "serve": render_serve, "gates": render_gates}
 TITLES = {"build": "Build report", "bench": "`toolformer bench`", "peers": "Peers (`benchmarks/peers.py`)",
           "roofline": "Roofline (`benchmarks/roofline.py`)", "compression": "Compression sweep (`benchmarks/compression.py`)",
-          "int8": "Int8 vs fp32 (`benchmarks/int8.py`)"}
+          "int8": "Int8 vs fp32 (`benchmarks/int8.py`)", "serve": "Serving load test (`benchmarks/serve_load.py`)",
+          "gates": "Parity gates sweep (`benchmarks/gates.py`)"}
 
 
 def page() -> str:
