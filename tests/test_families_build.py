@@ -176,14 +176,18 @@ class FamilyStages:
             assert rep["modules"], rep
 
     def test_bench(self, family_build, tmp_path):
+        """The original in eager PyTorch and one artifact per runtime, each in its own process (every artifact of a
+        bundle is benched in tests/test_bench.py; what differs by family is the model and its input names)."""
         b = family_build
         _ok(b["res"])
         out = tmp_path / "bench.json"
+        subjects = ("original", "executorch-int8", "onnx-int8")
         res = run_cli("bench", b["out"] / "bundle", "--iters", "2", "--warmup", "0", "--batch-sizes", "1,2", "--seq-lens", "16",
-                      "--threads", "1", "--no-progress", "--json", out, timeout=600)
+                      "--threads", "1", "--no-progress", "--json", out, *[a for s in subjects for a in ("--only", s)])
         _ok(res)
         rows = json.loads(out.read_text())
-        assert {r["name"] for r in rows} == {"original"} | {f"{a['format']}-{a['precision']}" for a in _manifest(b)["artifacts"]}
+        assert {r["name"] for r in rows} == set(subjects)
+        assert {(r["batch"], r["seq_len"]) for r in rows} == {(1, 16), (2, 16)}
 
     @pytest.mark.arm64
     def test_verify_arm64(self, family_build):
