@@ -113,6 +113,7 @@ def _run_stages(r, source: str, data, work: Path, hand=None) -> dict | None:
     """The build's stages in order (toolchain.stages); None on a non-main process once training is over."""
     import torch
 
+    from . import search as search_mod
     from . import stages
 
     torch.manual_seed(r.train.seed)
@@ -126,9 +127,9 @@ def _run_stages(r, source: str, data, work: Path, hand=None) -> dict | None:
     if r.search.trials:  # [search]: the winner's settings become the recipe of every later stage
         import dataclasses
 
-        searched = stages.search(ws, original)
+        searched = search_mod.stage(ws, original)
         if searched.recipe is None:
-            return stages.search_failed(ws, original, searched)
+            return search_mod.failed(ws, original, searched)
         ws = dataclasses.replace(ws, recipe=searched.recipe)
         torch.manual_seed(r.train.seed + 1)
     shipped = stages.make_student(ws, original)

@@ -34,6 +34,11 @@ class SearchResult:
         w = self.report.get("winner")
         return self.report["trials"][w] if w is not None else None
 
+    files = FILES
+
+    def summary(self) -> dict:
+        return summary(self.report)
+
 
 def judged(r) -> tuple[str, str]:
     """(target, precision) of the artifact trials are timed as: the [search] keys, `auto` resolved against [export]."""
@@ -319,3 +324,48 @@ def load(ws, done: dict) -> SearchResult:
     w = report.get("winner")
     return SearchResult(report, winner_recipe(resolve(ws.recipe), report["trials"][w]["params"], report["original"]["val_accuracy"])
                         if w is not None else None)
+
+
+# --- the stage (toolchain.pipeline calls these between the student settings and the student) ---
+
+def stage(ws, original):
+    """1b. [search]: seeded Optuna trials over student settings (toolchain.search); the winner's recipe
+    replaces recipe.toml. A finished search is reused by `--resume`; an interrupted one starts again."""
+    from .distributed import num_processes
+    from .errors import UsageError
+
+    if num_processes() > 1:
+        raise UsageError("search.trials works in single-process runs; rerun it without a multi-process launcher")
+    done = ws.progress.get("search")
+    if done:
+        ws.log.start("search", "reused from the interrupted build")
+        res = load(ws, done)
+        ws.log.end(resumed=True, winner=res.report.get("winner"))
+    else:
+        res = run(ws, original)
+        ws.progress.mark("search", files=[ws.work / f for f in FILES], report=res.report)
+    if res.recipe is not None:
+        from . import recipe as recipe_mod
+
+        recipe_mod.dump(res.recipe, ws.work / "recipe.toml")  # the bundle's recipe rebuilds the winner
+    return res
+
+
+def failed(ws, original, res) -> dict:
+    """summary.json of a search where no trial kept min_retention of the original: no student, no bundle."""
+    from .compress.measure import count_params
+    from .package import versions
+
+    rep = res.report
+    best = max(rep["trials"], key=lambda t: t["val_accuracy"])
+    out = {"passed": False, "artifacts": [], "labels": ws.data.labels, "task": ws.data.task,
+               "failure": (f"search gate failed, no bundle written: none of {len(rep['trials'])} trials reached validation accuracy "
+                           f"{rep['threshold']:.4f} ({rep['min_retention']:g} x the original's {original.val_accuracy:.4f}); "
+                           f"the best, trial {best['number']}, scored {best['val_accuracy']:.4f} (lower --min-retention, "
+                           f"add --trials or widen [search]; every trial is in {FILES[0]})"),
+               "original": {"source": ws.source, "val_accuracy": original.val_accuracy, "params": count_params(original.model),
+                            "layers": original.model.config.num_hidden_layers},
+               "search": summary(rep), "stages": ws.log.rows, "versions": versions(),
+               "recipe_sha256": ws.recipe.sha256(), "build_key": ws.progress.recipe_sha}
+    (ws.work / "summary.json").write_text(json.dumps(out, indent=2, default=str))
+    return out

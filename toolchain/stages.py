@@ -111,48 +111,6 @@ def make_student(ws: Workspace, original: Trained) -> Trained:
                    {"stages": stu.rows, "facts": stu.facts})
 
 
-def search(ws: Workspace, original: Trained):
-    """1b. [search]: seeded Optuna trials over student settings (toolchain.search); the winner's recipe
-    replaces recipe.toml. A finished search is reused by `--resume`; an interrupted one starts again."""
-    from . import search as search_mod
-    from .distributed import num_processes
-    from .errors import UsageError
-
-    if num_processes() > 1:
-        raise UsageError("search.trials works in single-process runs; rerun it without a multi-process launcher")
-    done = ws.progress.get("search")
-    if done:
-        ws.log.start("search", "reused from the interrupted build")
-        res = search_mod.load(ws, done)
-        ws.log.end(resumed=True, winner=res.report.get("winner"))
-    else:
-        res = search_mod.run(ws, original)
-        ws.progress.mark("search", files=[ws.work / f for f in search_mod.FILES], report=res.report)
-    if res.recipe is not None:
-        recipe_mod.dump(res.recipe, ws.work / "recipe.toml")  # the bundle's recipe rebuilds the winner
-    return res
-
-
-def search_failed(ws: Workspace, original: Trained, res) -> dict:
-    """summary.json of a search where no trial kept min_retention of the original: no student, no bundle."""
-    from . import search as search_mod
-    from .package import versions
-
-    rep = res.report
-    best = max(rep["trials"], key=lambda t: t["val_accuracy"])
-    summary = {"passed": False, "artifacts": [], "labels": ws.data.labels, "task": ws.data.task,
-               "failure": (f"search gate failed, no bundle written: none of {len(rep['trials'])} trials reached validation accuracy "
-                           f"{rep['threshold']:.4f} ({rep['min_retention']:g} x the original's {original.val_accuracy:.4f}); "
-                           f"the best, trial {best['number']}, scored {best['val_accuracy']:.4f} (lower --min-retention, "
-                           f"add --trials or widen [search]; every trial is in {search_mod.FILES[0]})"),
-               "original": {"source": ws.source, "val_accuracy": original.val_accuracy, "params": count_params(original.model),
-                            "layers": original.model.config.num_hidden_layers},
-               "search": search_mod.summary(rep), "stages": ws.log.rows, "versions": versions(),
-               "recipe_sha256": ws.recipe.sha256(), "build_key": ws.progress.recipe_sha}
-    (ws.work / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    return summary
-
-
 def export(ws: Workspace, shipped: Trained) -> list[dict]:
     """3. Every target × precision of the shipped model into ws.work/artifacts (resumed ones reused)."""
     import targets
@@ -263,18 +221,17 @@ def latency(ws: Workspace, original: Trained, shipped: Trained, exported: list[d
 def package(ws: Workspace, original: Trained, shipped: Trained, exported: list[dict], checked: Checked, latency_rows: list,
             searched=None) -> dict:
     """5. Golden I/O, summary, report and (when every gate passed) the bundle; writes summary.json.
-    `searched` (toolchain.search.SearchResult): its trials.json and pareto.png go into the bundle too."""
+    `searched` (toolchain.search.SearchResult): its trials.json and pareto.png go into the bundle too (it carries its
+    own summary and file names, so this module does not import the search, which builds on it)."""
     ws.log.start("package", "bundle/")
     golden = _golden(ws, original, shipped, exported)
     summary = _summary(ws, original, shipped, checked, latency_rows)
     extra = _reports(ws, summary, shipped)
     if searched is not None:
-        from . import search as search_mod
-
-        summary["search"] = search_mod.summary(searched.report)
+        summary["search"] = searched.summary()
         # After full training: the share of the original's validation accuracy the shipped student keeps.
         summary["search"]["shipped_retention"] = summary["shipped"]["val_accuracy"] / max(original.val_accuracy, 1e-12)
-        extra.update({f: ws.work / f for f in search_mod.FILES})
+        extra.update({f: ws.work / f for f in searched.files})
     if checked.passed:
         _bundle(ws, summary, shipped, exported, golden, extra)
     ws.log.end()
