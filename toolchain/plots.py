@@ -137,6 +137,16 @@ def tradeoff(ax, points: list[Point], *, xlabel: str, ylabel: str = "validation 
     return texts, handles
 
 
+def finish(fig, ax, handles: list, texts: list, area_means: str):
+    """The house legend (right of the axes; marker area = `area_means`), tight layout, and the labels kept on
+    `fig.toolformer_labels` for label_overlaps; returns `fig`."""
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, labelspacing=1.3,
+              borderpad=0.8, title=f"marker area = {area_means}", title_fontsize=8)
+    fig.tight_layout()
+    fig.toolformer_labels = texts
+    return fig
+
+
 def label_overlaps(fig, texts) -> list[tuple[str, str]]:
     """Pairs of labels whose drawn boxes intersect (the tests assert this is empty)."""
     fig.canvas.draw()

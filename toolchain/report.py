@@ -138,7 +138,7 @@ def accuracy_latency_figure(summary: dict):
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    from .plots import COLORS, MARKERS, Point, tradeoff
+    from .plots import COLORS, MARKERS, Point, finish, tradeoff
 
     points = [Point(label=f"{r['name']}\n{r['bytes'] / 1e6:.1f} MB, {100 * _accuracy_of(summary, r['name']):.2f}%",
                     x=r["p50_ms"], y=100 * _accuracy_of(summary, r["name"]), size=r["bytes"],
@@ -153,8 +153,4 @@ def accuracy_latency_figure(summary: dict):
     kinds = ([Line2D([], [], ls="", marker="s", color=COLORS[f], markersize=8, label=f) for f in formats if f in COLORS]
              + [Line2D([], [], ls="", marker=MARKERS[p], color="#bbbbbb", markeredgecolor="black", markersize=8, label=p)
                 for p in precs])
-    ax.legend(handles=kinds + size_keys, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
-              labelspacing=1.3, borderpad=0.8, title="marker area = size", title_fontsize=8)
-    fig.tight_layout()
-    fig.toolformer_labels = texts
-    return fig
+    return finish(fig, ax, kinds + size_keys, texts, "size")

@@ -280,7 +280,7 @@ def figure(report: dict):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .plots import COLORS, Point, tradeoff
+    from .plots import COLORS, Point, finish, tradeoff
 
     j = report["judged_by"]
     o = report["original"]
@@ -300,11 +300,7 @@ def figure(report: dict):
     ax.axhline(thr, ls="--", color="#d62728", lw=0.9, zorder=2)
     ax.set_title(f"Search: {len(uniq)} distinct trials; coloured = val accuracy >= {report['min_retention']:g} x original "
                  f"(red dashes); * = Pareto front", fontsize=9)
-    ax.legend(handles=keys, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, labelspacing=1.3,
-              borderpad=0.8, title="marker area = artifact size", title_fontsize=8)
-    fig.tight_layout()
-    fig.toolformer_labels = texts
-    return fig
+    return finish(fig, ax, keys, texts, "artifact size")
 
 
 def summary(report: dict) -> dict:

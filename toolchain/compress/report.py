@@ -58,7 +58,7 @@ def figure(report: dict):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..plots import COLORS, Point, tradeoff
+    from ..plots import COLORS, Point, finish, tradeoff
 
     rows = report["stages"]
     fig, ax = plt.subplots(figsize=(8.6, 5.0))
@@ -79,11 +79,7 @@ def figure(report: dict):
                            path_line=True)
     ax.set_title(f"Compression stages in order (grey line) against the original (star); "
                  f"FLOPs at {rows[0]['seq_len']} tokens", fontsize=10)
-    ax.legend(handles=keys, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, labelspacing=1.3,
-              borderpad=0.8, title="marker area = FLOPs", title_fontsize=8)
-    fig.tight_layout()
-    fig.toolformer_labels = texts
-    return fig
+    return finish(fig, ax, keys, texts, "FLOPs")
 
 
 def write(report: dict, out_dir: Path) -> list[Path]:
