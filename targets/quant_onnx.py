@@ -119,8 +119,9 @@ def _optimize(src: Path, dst: Path, config) -> dict:
 
 
 def export(model, path: str | Path, cfg: OnnxInt8Config, metadata: dict | None = None,
-           calibration: list | None = None) -> dict:
-    """Export `model` to fp32 ONNX, fuse, quantize to int8 at `path`; returns export facts."""
+           calibration: list | None = None, fp32_source: str | Path | None = None) -> dict:
+    """Export `model` to fp32 ONNX (or start from `fp32_source`, an fp32 artifact of the same model and shapes:
+    targets.onnx.load_graph), fuse, quantize to int8 at `path`; returns export facts."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
@@ -136,7 +137,8 @@ def export(model, path: str | Path, cfg: OnnxInt8Config, metadata: dict | None =
     with tempfile.TemporaryDirectory(prefix="toolformer-int8-", dir=path.parent) as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         export_fp32(model, fp32, OnnxConfig(precision="fp32", max_batch=cfg.max_batch, max_seq_len=cfg.max_seq_len,
-                                            opset=cfg.opset), metadata)
+                                            opset=cfg.opset), metadata, fp32_source=fp32_source)
+        facts["traced"] = fp32_source is None
         src_model = onnx.load(str(fp32), load_external_data=False)
         modules = module_outputs(src_model)
         props = {p.key: p.value for p in src_model.metadata_props}

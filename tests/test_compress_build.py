@@ -28,7 +28,7 @@ def test_stages_recorded_and_shrinking(compressed):
     out, summary = compressed
     rows = summary["compression"]["stages"]
     assert [r["stage"] for r in rows] == ["original", "truncate", "prune", "sparsity", "distil", "vocab", "positions"]
-    assert rows[2]["heads"] == [2, 2] and rows[2]["ffn"] == [32, 32] and rows[2]["steps"] == 2
+    assert rows[2]["heads"] == [2] and rows[2]["ffn"] == [32] and rows[2]["steps"] == 2  # one student layer
     assert (out / "recovery-1" / "train_result.json").is_file()  # iterative: recovery between the two steps
     params = [r["params"] for r in rows]
     assert params[1] < params[0] and params[2] < params[1] and params[5] < params[4]

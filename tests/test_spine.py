@@ -21,7 +21,7 @@ def test_build_writes_every_output(tiny_build):
         assert (out / name).is_file(), name
     assert not (out.parent / f".{out.name}.partial").exists()
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["shipped"]["layers"] == 2 and summary["original"]["layers"] == 4
+    assert summary["shipped"]["layers"] == 1 and summary["original"]["layers"] == 4
     assert summary["original"]["train"]["device"] == "cpu"
 
 

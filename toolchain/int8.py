@@ -51,8 +51,9 @@ def needs_calibration(target: str, r) -> bool:
 
 
 def export_int8(target: str, model, path, r, metadata: dict, train_split: Split, tokenizer_file,
-                debug_twin: bool | None = None) -> dict:
-    """Quantize `model` for `target` at `path` as recipe `r` says, calibrated on `train_split`; returns export facts."""
+                debug_twin: bool | None = None, fp32_source=None) -> dict:
+    """Quantize `model` for `target` at `path` as recipe `r` says, calibrated on `train_split`; returns export facts.
+    `fp32_source`: the build's fp32 ONNX artifact of the same model, quantized instead of a fresh trace (onnx only)."""
     import targets
 
     cfg = target_config(target, r, debug_twin)
@@ -61,7 +62,8 @@ def export_int8(target: str, model, path, r, metadata: dict, train_split: Split,
 
     calib = calibration_batches(train_split, tokenizer_file, r.train.max_seq_len, n, r.train.seed,
                                 input_names=of(model).inputs)
-    facts = targets.get(target, "int8").export(model, path, cfg, metadata, calibration=calib)
+    extra = {"fp32_source": fp32_source} if fp32_source is not None else {}
+    facts = targets.get(target, "int8").export(model, path, cfg, metadata, calibration=calib, **extra)
     if needs_calibration(target, r):
         facts["calibration_source"] = f"{sum(len(b['input_ids']) for b in calib)} rows of {train_split.source or 'the training split'} (seed {r.train.seed})"
     return facts

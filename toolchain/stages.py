@@ -120,17 +120,20 @@ def export(ws: Workspace, shipped: Trained) -> list[dict]:
     art_dir.mkdir(exist_ok=True)
     exported = []
     for tname in r.export.targets:
+        fp32_source = None  # ONNX fp16 and int8 start from this build's fp32 graph once it exists (one trace, not three)
         for prec in r.export.precisions:
             if prec == "fp16" and tname != "onnx":  # fp16 weights exist for ONNX only (targets/fp16.py)
                 print(f"[toolformer] export {tname} fp16: skipped (fp16 weights are offered for onnx only)", flush=True)
                 continue
             path = art_dir / f"model-{tname}-{prec}{targets.FILE_SUFFIX[tname]}"
-            facts = _export_one(ws, shipped, tname, prec, path)
+            facts = _export_one(ws, shipped, tname, prec, path, fp32_source)
             exported.append({"path": path, "format": tname, "precision": prec, "source": shipped.name, "export": facts})
+            if tname == "onnx" and prec == "fp32":
+                fp32_source = path
     return exported
 
 
-def _export_one(ws: Workspace, shipped: Trained, tname: str, prec: str, path: Path) -> dict:
+def _export_one(ws: Workspace, shipped: Trained, tname: str, prec: str, path: Path, fp32_source: Path | None = None) -> dict:
     import targets
 
     r = ws.recipe
@@ -140,7 +143,7 @@ def _export_one(ws: Workspace, shipped: Trained, tname: str, prec: str, path: Pa
         facts = done["facts"]  # resumed: this artifact was exported completely before the interruption
     else:
         try:
-            facts = export_artifact(ws, shipped, tname, prec, path)
+            facts = export_artifact(ws, shipped, tname, prec, path, fp32_source)
         except targets.ExportError as e:  # the same error, saying which export it was (toolchain/cli.py maps it)
             raise type(e)(f"export {tname} {prec}: {e}") from None
     if not done:
@@ -149,20 +152,23 @@ def _export_one(ws: Workspace, shipped: Trained, tname: str, prec: str, path: Pa
     return facts
 
 
-def export_artifact(ws: Workspace, shipped: Trained, tname: str, prec: str, path: Path) -> dict:
+def export_artifact(ws: Workspace, shipped: Trained, tname: str, prec: str, path: Path, fp32_source: Path | None = None) -> dict:
     """One artifact of `shipped` at `path` as the recipe says (int8 via [quant]); returns its export facts.
+    `fp32_source`: this build's ONNX fp32 artifact of `shipped`, which ONNX fp16 and int8 start from.
     The search (toolchain.search) exports each trial's student through here, as the build does."""
     import targets
 
     r = ws.recipe
+    reuse = {"fp32_source": fp32_source} if tname == "onnx" and fp32_source is not None else {}
     if prec == "int8":  # [quant] settings, calibrated on training text (toolchain.int8)
         from .int8 import export_int8
 
-        return export_int8(tname, shipped.model, path, r, {"max_seq_len": r.train.max_seq_len}, ws.data.train, shipped.tokenizer_file)
+        return export_int8(tname, shipped.model, path, r, {"max_seq_len": r.train.max_seq_len}, ws.data.train,
+                           shipped.tokenizer_file, **reuse)
     target = targets.get(tname)
     cfg = target.config_type(precision=prec, max_batch=r.export.max_batch, max_seq_len=r.train.max_seq_len,
                              **({"opset": r.export.opset} if tname == "onnx" else {}))
-    return target.export(shipped.model, path, cfg, {"max_seq_len": r.train.max_seq_len})
+    return target.export(shipped.model, path, cfg, {"max_seq_len": r.train.max_seq_len}, **reuse)
 
 
 def parity(ws: Workspace, original: Trained, shipped: Trained, exported: list[dict]) -> Checked:
