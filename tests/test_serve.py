@@ -537,7 +537,7 @@ def test_batcher_gathers_bounds_and_times_out():
         b = Batcher(run, max_batch_size=4, max_queue_delay_us=50_000, max_queue_size=2, timeout_s=5, name="t")
         b.start()
         first = asyncio.create_task(b.submit(["a"]))
-        await asyncio.sleep(0.1)                      # 'a' waited 50 ms alone and is running (blocked)
+        await asyncio.sleep(0.1)                      # 'a' ran at once (no company before it) and is blocked
         late = asyncio.create_task(b.submit(["bb", "ccc"]))
         also = asyncio.create_task(b.submit(["dddd", "e", "ff"]))  # 2 + 3 > 4: runs after, not split
         await asyncio.sleep(0.01)
@@ -560,6 +560,29 @@ def test_batcher_gathers_bounds_and_times_out():
     assert [r.logits[:, 0].tolist() for r in results] == [[1.0], [2.0, 3.0], [4.0, 1.0, 2.0]]
     assert runs[:3] == [["a"], ["bb", "ccc"], ["dddd", "e", "ff"]] and ["timed-out"] not in runs, runs
     assert [r.batch_size for r in results] == [1, 2, 3]
+
+
+def test_batcher_waits_for_company_only_after_requests_came_together():
+    """A lone caller's requests run at once, whatever the delay; once a run has held several requests, the next
+    one waits up to the delay for company (queue times from the batcher itself, not wall-clock asserts)."""
+    from runtime_py.serve.batching import Batcher
+
+    def run(texts):
+        return np.zeros((len(texts), 1), dtype=np.float32)
+
+    async def scenario():
+        b = Batcher(run, max_batch_size=8, max_queue_delay_us=400_000, max_queue_size=8, timeout_s=10, name="t")
+        b.start()
+        lone = [await b.submit([f"t{i}"]) for i in range(3)]          # one after another: no company ever
+        together = await asyncio.gather(*(b.submit([f"g{i}"]) for i in range(3)))
+        after = await b.submit(["late"])                               # the run before held several requests
+        await b.stop()
+        return lone, together, after
+
+    lone, together, after = asyncio.run(scenario())
+    assert all(r.batch_size == 1 and r.queue_s < 0.2 for r in lone), [(r.batch_size, r.queue_s) for r in lone]
+    assert max(r.batch_size for r in together) > 1
+    assert after.batch_size == 1 and after.queue_s >= 0.3, after.queue_s  # waited (up to 0.4 s) for company
 
 
 def test_serve_help_lists_the_knobs():

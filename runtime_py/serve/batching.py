@@ -1,7 +1,10 @@
 """Dynamic batching on asyncio: queued requests are gathered into one model run.
 
 Triton's knobs and meaning: a run takes up to `max_batch_size` texts; the oldest queued request waits at
-most `max_queue_delay_microseconds` for others to join it. The queue is bounded (`QueueFull` → 503) and
+most `max_queue_delay_microseconds` for others to join it. It waits only while requests have been coming
+together: when the last run held one request and nothing else is queued, a request runs at once, so a lone
+caller (concurrency 1) does not pay the delay on every request (measured on the default bundle with a 2000 µs
+delay: 193 against 340 requests/s one-by-one for ExecuTorch int8). Whatever is already queued always joins. The queue is bounded (`QueueFull` → 503) and
 every request has a deadline (`RequestTimeout` → 504). Model runs happen one at a time on one thread
 per model, so the event loop keeps accepting and queueing while a batch runs and the runtime gets all
 its intra-op threads for each run.
@@ -59,6 +62,7 @@ class Batcher:
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._last_run_requests = 1  # requests in the previous run: >1 means callers are arriving together
 
     @property
     def depth(self) -> int:
@@ -110,7 +114,8 @@ class Batcher:
             if first.future.done():  # timed out or abandoned while queued
                 continue
             batch, n = [first], len(first.texts)
-            deadline = first.enqueued + self.delay_s
+            alone = self._last_run_requests <= 1 and self._queue.empty()
+            deadline = first.enqueued + (0.0 if alone else self.delay_s)
             while n < self.max_batch_size:
                 try:
                     item = self._queue.get_nowait()
@@ -132,6 +137,7 @@ class Batcher:
             await self._run(batch)
 
     async def _run(self, batch: list[_Item]) -> None:
+        self._last_run_requests = len(batch)
         texts = [t for it in batch for t in it.texts]
         started = time.perf_counter()
         try:
