@@ -322,7 +322,8 @@ def test_full_queue_answers_503_with_retry_after(bundle, reference, tmp_path):
 
 
 def test_request_timeout_and_masked_input_log(bundle, tmp_path):
-    with server(tmp_path, bundle, "--name", "m", "--max-queue-delay-us", 2_000_000, "--request-timeout-s", 0.2, "--log-inputs") as s:
+    with server(tmp_path, bundle, "--name", "m", "--max-queue-delay-us", 2_000_000, "--queue-delay-policy", "always",
+                "--request-timeout-s", 0.2, "--log-inputs") as s:
         t0 = time.monotonic()
         r = httpx.post(s.url + "/v1/predict", headers=auth(), json={"texts": ["mail bob@example.org or call +1 555 123 4567"]})
         assert_one_line_error(r, 504, "within 0.2 s")
@@ -335,7 +336,8 @@ def test_request_timeout_and_masked_input_log(bundle, tmp_path):
 
 def test_sigterm_finishes_in_flight_refuses_new_exits_0(bundle, reference, tmp_path):
     """Requests held in the batch queue (0.5 s gathering delay) when SIGTERM comes all get full answers."""
-    with server(tmp_path, bundle, "--name", "m", "--max-batch-size", 64, "--max-queue-delay-us", 500_000) as s:
+    with server(tmp_path, bundle, "--name", "m", "--max-batch-size", 64, "--max-queue-delay-us", 500_000,
+                "--queue-delay-policy", "always") as s:
         async def scenario():
             async with httpx.AsyncClient(timeout=30) as client:
                 tasks = [asyncio.create_task(client.post(s.url + "/v2/models/m/infer", headers=auth(), json=infer_body([t])))
@@ -593,7 +595,7 @@ def test_serve_help_lists_the_knobs():
     res = CliRunner().invoke(main, ["serve", "--help"])
     assert res.exit_code == 0, res.output
     for opt in ("--bundle", "--name", "--host", "--port", "--workers", "--api-key-file", "--max-batch-size",
-                "--max-queue-delay-us", "--log-inputs"):
+                "--max-queue-delay-us", "--queue-delay-policy", "--log-inputs"):
         assert opt in res.output
 
 

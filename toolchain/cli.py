@@ -511,6 +511,8 @@ def recipe():
 @click.option("--allow-no-key", is_flag=True, help="Serve a non-loopback --host without API keys.")
 @click.option("--max-batch-size", type=click.IntRange(1), default=32, show_default=True, help="Texts per model run; 1 turns batching off.")
 @click.option("--max-queue-delay-us", type=click.IntRange(0), default=2000, show_default=True, help="How long the oldest queued request waits for others to join its run.")
+@click.option("--queue-delay-policy", type=click.Choice(["adaptive", "always"]), default="adaptive", show_default=True,
+              help="adaptive: a request runs at once when the last run held one request and nothing is queued; always: every run waits up to the delay.")
 @click.option("--max-queue-size", type=click.IntRange(1), default=256, show_default=True, help="Queued requests per model before 503 + Retry-After.")
 @click.option("--request-timeout-s", type=float, default=30.0, show_default=True, help="Arrival to answer; past it 504.")
 @click.option("--max-body-bytes", type=click.IntRange(1), default=4 << 20, show_default=True, help="Request body limit (413).")

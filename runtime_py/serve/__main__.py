@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--allow-no-key", action="store_true")
     for opt in ("max_batch_size", "max_queue_delay_us", "max_queue_size", "max_body_bytes", "max_texts", "max_text_chars"):
         ap.add_argument("--" + opt.replace("_", "-"), dest=opt, type=int, default=d[opt].default)
+    ap.add_argument("--queue-delay-policy", choices=("adaptive", "always"), default=d["queue_delay_policy"].default)
     ap.add_argument("--request-timeout-s", type=float, default=d["request_timeout_s"].default)
     ap.add_argument("--graceful-timeout-s", type=float, default=d["graceful_timeout_s"].default)
     ap.add_argument("--log-inputs", action="store_true")
@@ -38,7 +39,8 @@ def main(argv=None) -> int:
         cfg = ServeConfig(bundles=parse_bundles(args.bundle, args.name, args.named), artifact=args.artifact, host=args.host,
                           port=args.port, workers=args.workers, threads=args.threads, api_key_file=args.api_key_file,
                           allow_no_key=args.allow_no_key, max_batch_size=args.max_batch_size,
-                          max_queue_delay_us=args.max_queue_delay_us, max_queue_size=args.max_queue_size,
+                          max_queue_delay_us=args.max_queue_delay_us, queue_delay_policy=args.queue_delay_policy,
+                          max_queue_size=args.max_queue_size,
                           request_timeout_s=args.request_timeout_s, max_body_bytes=args.max_body_bytes,
                           max_texts=args.max_texts, max_text_chars=args.max_text_chars, log_inputs=args.log_inputs,
                           graceful_timeout_s=args.graceful_timeout_s)

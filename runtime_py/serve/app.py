@@ -59,7 +59,8 @@ class ServedModel:
         run = (lambda texts: model_analyse(model, texts, size)) if self.token else (lambda texts: model.logits(texts, batch_size=size))
         self.batcher = Batcher(run, max_batch_size=gather,
                                max_queue_delay_us=cfg.max_queue_delay_us, max_queue_size=cfg.max_queue_size,
-                               timeout_s=cfg.request_timeout_s, name=name, on_run=on_run)
+                               timeout_s=cfg.request_timeout_s, name=name, on_run=on_run,
+                               wait_when_alone=cfg.queue_delay_policy == "always")
         art = model.artifact
         metrics.model_info.labels(name, self.version, art["format"], art["precision"], art.get("sha256", "")[:16],
                                   str(self.max_seq_len), str(len(self.labels)), str(self.pair).lower(),
@@ -241,7 +242,8 @@ class Service:
         log.info(json.dumps({"event": "ready", "models": {n: s.version for n, s in self.served.items()},
                              "cross_request_batching": {n: not s.batch_dependent for n, s in self.served.items()},
                              "auth": self.checker.enabled, "max_batch_size": self.cfg.max_batch_size,
-                             "max_queue_delay_us": self.cfg.max_queue_delay_us}))
+                             "max_queue_delay_us": self.cfg.max_queue_delay_us,
+                             "queue_delay_policy": self.cfg.queue_delay_policy}))
         try:
             yield
         finally:

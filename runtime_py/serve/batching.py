@@ -4,7 +4,8 @@ Triton's knobs and meaning: a run takes up to `max_batch_size` texts; the oldest
 most `max_queue_delay_microseconds` for others to join it. It waits only while requests have been coming
 together: when the last run held one request and nothing else is queued, a request runs at once, so a lone
 caller (concurrency 1) does not pay the delay on every request (measured on the default bundle with a 2000 µs
-delay: 193 against 340 requests/s one-by-one for ExecuTorch int8). Whatever is already queued always joins. The queue is bounded (`QueueFull` → 503) and
+delay: 193 against 340 requests/s one-by-one for ExecuTorch int8). Whatever is already queued always joins.
+`wait_when_alone=True` (`--queue-delay-policy always`) waits the full delay every time, as Triton does. The queue is bounded (`QueueFull` → 503) and
 every request has a deadline (`RequestTimeout` → 504). Model runs happen one at a time on one thread
 per model, so the event loop keeps accepting and queueing while a batch runs and the runtime gets all
 its intra-op threads for each run.
@@ -51,7 +52,7 @@ class Batcher:
 
     def __init__(self, run_batch: Callable[[list], np.ndarray], *, max_batch_size: int, max_queue_delay_us: int,
                  max_queue_size: int, timeout_s: float, name: str = "model",
-                 on_run: Callable[[int, float], None] | None = None):
+                 on_run: Callable[[int, float], None] | None = None, wait_when_alone: bool = False):
         self.run_batch = run_batch
         self.max_batch_size = int(max_batch_size)
         self.delay_s = max_queue_delay_us / 1e6
@@ -62,6 +63,7 @@ class Batcher:
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self.wait_when_alone = bool(wait_when_alone)
         self._last_run_requests = 1  # requests in the previous run: >1 means callers are arriving together
 
     @property
@@ -114,7 +116,7 @@ class Batcher:
             if first.future.done():  # timed out or abandoned while queued
                 continue
             batch, n = [first], len(first.texts)
-            alone = self._last_run_requests <= 1 and self._queue.empty()
+            alone = not self.wait_when_alone and self._last_run_requests <= 1 and self._queue.empty()
             deadline = first.enqueued + (0.0 if alone else self.delay_s)
             while n < self.max_batch_size:
                 try:

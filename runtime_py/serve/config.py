@@ -11,6 +11,7 @@ ENV_CONFIG = "TOOLFORMER_SERVE_CONFIG"  # JSON ServeConfig handed to `--workers`
 ENV_API_KEY = "TOOLFORMER_API_KEY"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+DELAY_POLICIES = ("adaptive", "always")  # see runtime_py/serve/batching.py
 
 
 class ConfigError(ValueError):
@@ -29,6 +30,7 @@ class ServeConfig:
     allow_no_key: bool = False           # serve without keys on a non-loopback host (explicit opt-in)
     max_batch_size: int = 32             # texts per model run (Triton's name); 1 = batching off
     max_queue_delay_us: int = 2000       # how long the oldest queued request waits for company (Triton's name)
+    queue_delay_policy: str = "adaptive"  # adaptive: no wait after a run of one request with nothing queued; always
     max_queue_size: int = 256            # queued requests per model; beyond that 503 + Retry-After
     request_timeout_s: float = 30.0      # from arrival to answer; past it 504
     max_body_bytes: int = 4 << 20        # request body limit (413)
@@ -54,6 +56,8 @@ class ServeConfig:
         for key, val in positive.items():
             if val < 1:
                 raise ConfigError(f"{key.replace('_', '-')} must be at least 1, got {val}")
+        if self.queue_delay_policy not in DELAY_POLICIES:
+            raise ConfigError(f"queue-delay-policy must be one of {', '.join(DELAY_POLICIES)}, got {self.queue_delay_policy!r}")
         if self.max_queue_delay_us < 0 or self.request_timeout_s <= 0 or self.graceful_timeout_s < 0:
             raise ConfigError("max-queue-delay-us must be >= 0 and the timeouts > 0")
         if self.threads is not None and self.threads < 1:
