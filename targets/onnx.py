@@ -48,7 +48,7 @@ def load_graph(model, path: Path, cfg: OnnxConfig, fp32_source: str | Path | Non
         m = onnx.load(str(path))
     else:
         m = onnx.load(str(fp32_source))
-        if m.opset_import and max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) != cfg.opset:
+        if max((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), default=None) != cfg.opset:
             raise ExportError(f"{fp32_source} was exported at another opset than {cfg.opset}")
     del m.metadata_props[:]
     return m

@@ -37,6 +37,7 @@ def test_static_int8_calibrates_on_training_text_and_delegates(tiny_int8_build, 
     import targets
     from targets.quant_executorch import ExecuTorchInt8Config
     from toolchain.data import load_dataset
+    from toolchain.compress.truncate import truncate
     from toolchain.debug import load_checkpoint
     from toolchain.int8 import calibration_batches
     from toolchain import recipe as recipe_mod
@@ -47,9 +48,7 @@ def test_static_int8_calibrates_on_training_text_and_delegates(tiny_int8_build, 
     assert len(calib) == 3  # 48 training rows in batches of 16
     # The student cut to its first layer: static mode's quantize ops are per linear, so one layer shows them all,
     # and ExecuTorch lowering costs seconds per layer.
-    model = load_checkpoint(tiny_int8_build / "student")
-    model.bert.encoder.layer = model.bert.encoder.layer[:1]
-    model.config.num_hidden_layers = 1
+    model = truncate(load_checkpoint(tiny_int8_build / "student"), [0])
     facts = targets.get("executorch", "int8").export(model, tmp_path / "s.pte",
                                                     ExecuTorchInt8Config(mode="static", max_batch=16, max_seq_len=32),
                                                     calibration=calib)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import ConfigError, ServeConfig, parse_bundles
+from .config import DELAY_POLICIES, ConfigError, ServeConfig, parse_bundles
 
 HELP_EPILOG = "API keys: TOOLFORMER_API_KEY and/or --api-key-file (one key per line). Same options as `toolformer serve`."
 
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--allow-no-key", action="store_true")
     for opt in ("max_batch_size", "max_queue_delay_us", "max_queue_size", "max_body_bytes", "max_texts", "max_text_chars"):
         ap.add_argument("--" + opt.replace("_", "-"), dest=opt, type=int, default=d[opt].default)
-    ap.add_argument("--queue-delay-policy", choices=("adaptive", "always"), default=d["queue_delay_policy"].default)
+    ap.add_argument("--queue-delay-policy", choices=DELAY_POLICIES, default=d["queue_delay_policy"].default)
     ap.add_argument("--request-timeout-s", type=float, default=d["request_timeout_s"].default)
     ap.add_argument("--graceful-timeout-s", type=float, default=d["graceful_timeout_s"].default)
     ap.add_argument("--log-inputs", action="store_true")

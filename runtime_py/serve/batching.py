@@ -5,10 +5,11 @@ most `max_queue_delay_microseconds` for others to join it. It waits only while r
 together: when the last run held one request and nothing else is queued, a request runs at once, so a lone
 caller (concurrency 1) does not pay the delay on every request (measured on the default bundle with a 2000 µs
 delay: 193 against 340 requests/s one-by-one for ExecuTorch int8). Whatever is already queued always joins.
-`wait_when_alone=True` (`--queue-delay-policy always`) waits the full delay every time, as Triton does. The queue is bounded (`QueueFull` → 503) and
-every request has a deadline (`RequestTimeout` → 504). Model runs happen one at a time on one thread
-per model, so the event loop keeps accepting and queueing while a batch runs and the runtime gets all
-its intra-op threads for each run.
+`wait_when_alone=True` (`--queue-delay-policy always`) waits the full delay every time, as Triton does.
+
+The queue is bounded (`QueueFull` → 503) and every request has a deadline (`RequestTimeout` → 504). Model
+runs happen one at a time on one thread per model, so the event loop keeps accepting and queueing while a
+batch runs and the runtime gets all its intra-op threads for each run.
 """
 from __future__ import annotations
 

@@ -31,11 +31,16 @@ _SEARCH_FLAGS = [
 ]
 
 
-def search_options(fn):
-    """Add --trials and --min-retention (the [search] section) to a click command."""
-    for opt in reversed(_SEARCH_FLAGS):
+def _with(flags: list, fn):
+    """`fn` decorated with every click option of `flags`, in their listed order in --help."""
+    for opt in reversed(flags):
         fn = opt(fn)
     return fn
+
+
+def search_options(fn):
+    """Add --trials and --min-retention (the [search] section) to a click command."""
+    return _with(_SEARCH_FLAGS, fn)
 
 
 def apply_search_flags(over: dict, kw: dict) -> dict:
@@ -56,9 +61,7 @@ def apply_search_flags(over: dict, kw: dict) -> dict:
 
 def compress_options(fn):
     """Add the compression flags to a click command (they arrive as keyword arguments)."""
-    for opt in reversed(_FLAGS):
-        fn = opt(fn)
-    return fn
+    return _with(_FLAGS, fn)
 
 
 def apply_flags(over: dict, kw: dict) -> dict:
