@@ -53,12 +53,11 @@ def open_subjects(build: Path, peers: dict, threads: int, with_original: bool, s
                   extra: list | None = None, original: Path | None = None):
     """{name: (info, fn(arrays) -> logits)} for the bundle's artifacts, the peers and the original."""
     import torch
-    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
 
-    from runtime_py.backends import open_backend
+    from runtime_py.backends import open_backend, reset_executorch_threadpool
     from runtime_py.bundle import artifact_key, read_manifest
 
-    _unsafe_reset_threadpool(threads)  # only possible before the first program is loaded
+    reset_executorch_threadpool(threads)  # only possible before the first program is loaded
     torch.set_num_threads(threads)
     bundle = build / "bundle"
     manifest = read_manifest(bundle)

@@ -164,13 +164,12 @@ def main(argv=None) -> int:
         sys.exit(f"{a.build}: no bundle/manifest.json (build first: toolformer build samples/recipes/sst2.toml --out {a.build})")
 
     import torch
-    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
 
-    from runtime_py.backends import open_backend
+    from runtime_py.backends import open_backend, reset_executorch_threadpool
     from runtime_py.bundle import artifact_key, read_manifest
     from toolchain.bench import machine_line, real_inputs, time_calls, torch_runner
 
-    _unsafe_reset_threadpool(a.threads)  # before any program is loaded
+    reset_executorch_threadpool(a.threads)  # before any program is loaded
     torch.set_num_threads(a.threads)
     manifest = read_manifest(bundle)
     seq = a.seq_len or int(manifest["max_seq_len"])

@@ -53,8 +53,7 @@ class ExecuTorchBackend:
 
         quiet_loggers()
         with native_stderr():
-            from executorch.runtime import Runtime
-
+            load_forward = _executorch_loader()
             if not ExecuTorchBackend._kernels_loaded:
                 # Quantized embedding kernels must be registered before an int8 program is loaded.
                 try:
@@ -70,8 +69,7 @@ class ExecuTorchBackend:
         # The first method load probes the CPU from C++ and prints to fd 2; keep that out of the user's output.
         with native_stderr() as native:
             try:
-                program = Runtime.get().load_program(Path(path))
-                self.method = program.load_method("forward")
+                self.method = load_forward(Path(path))
             except Exception as e:
                 failure = str(e).splitlines()[0] if str(e) else type(e).__name__
                 native.replay = False  # one line below says it, with ExecuTorch's own last message
@@ -97,7 +95,47 @@ class ExecuTorchBackend:
         return out[0].detach().numpy().astype(np.float32, copy=True)
 
 
+class _ForwardMethod:
+    """`execute(inputs) -> outputs` on a method of `executorch.extension.pybindings._C` (as `executorch.runtime.Method`)."""
+
+    def __init__(self, method):
+        self._method = method
+
+    def execute(self, inputs):
+        return self._method(inputs)
+
+
+def _executorch_loader():
+    """A function `path -> the program's forward method` (whose `execute(inputs)` returns the outputs).
+
+    ExecuTorch's Python runtime is one extension module, `executorch.extension.pybindings._C`. Its public wrappers
+    (`executorch.runtime` and `portable_lib`) import the compiler, `executorch.exir`, for a warning class: 10 of the
+    12 s of a `predict` on a tiny bundle (2 cores), and of every `verify` and `serve` start, for nothing the runtime
+    uses. So the program is loaded through the function the wrappers call, with `Runtime.load_program`'s arguments;
+    if a release moves it, the public wrapper is used instead.
+    """
+    try:
+        from executorch.extension.pybindings import _C
+
+        load, verification = _C._load_program, _C.Verification.InternalConsistency
+    except (ImportError, AttributeError):
+        from executorch.runtime import Runtime
+
+        return lambda path: Runtime.get().load_program(path).load_method("forward")
+    return lambda path: _ForwardMethod(load(str(path), enable_etdump=False, debug_buffer_size=0,
+                                            program_verification=verification, data_path=None).load_method("forward"))
+
+
 BACKENDS = {"onnx": OnnxBackend, "executorch": ExecuTorchBackend}
+
+
+def reset_executorch_threadpool(threads: int) -> None:
+    """Size ExecuTorch's XNNPACK thread pool (possible only before the process loads its first program)."""
+    try:
+        from executorch.extension.pybindings._C import _unsafe_reset_threadpool  # without the compiler (see above)
+    except ImportError:
+        from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+    _unsafe_reset_threadpool(int(threads))
 
 
 def open_backend(path: str | Path, fmt: str, threads: int | None = None, input_names=None):

@@ -93,6 +93,21 @@ def test_onnx_runtime_never_imports_torch_or_toolchain(tiny_build):
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
 
 
+def test_executorch_runtime_skips_the_compiler_and_matches_the_public_runtime(tiny_build):
+    """runtime_py loads a .pte through the extension module, without executorch.exir (seconds per process); its
+    outputs equal those of ExecuTorch's public `executorch.runtime` on the same program."""
+    code = ("import sys, json, numpy as np, runtime_py; m = runtime_py.load(sys.argv[1], artifact='executorch-fp32'); "
+            "a = m.encode(['where is my parcel', 'hi']); ours = m.run(a); "
+            "exir = 'executorch.exir' in sys.modules; "
+            "import torch; from executorch.runtime import Runtime; "
+            "meth = Runtime.get().load_program(sys.argv[1] + '/model-executorch-fp32.pte').load_method('forward'); "
+            "ref = meth.execute([torch.from_numpy(a[k]) for k in m.input_names])[0].numpy(); "
+            "print(json.dumps({'exir': exir, 'equal': bool(np.array_equal(ours, ref))}))")
+    r = subprocess.run([sys.executable, "-c", code, str(tiny_build / "bundle")], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == {"exir": False, "equal": True}
+
+
 def test_runtime_py_sources_do_not_import_the_toolchain():
     for f in (ROOT / "runtime_py").glob("*.py"):
         src = f.read_text()

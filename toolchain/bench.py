@@ -266,14 +266,10 @@ def _open(subject: Subject, threads: int):
         t0 = time.perf_counter()
         model = cls.from_pretrained(subject.path).eval()
         return torch_runner(model), time.perf_counter() - t0
-    from runtime_py.backends import open_backend
+    from runtime_py.backends import open_backend, reset_executorch_threadpool
 
     if subject.format == "executorch":
-        from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-        from executorch.runtime import Runtime  # noqa: F401  (import cost is not load time)
-
-        # The XNNPACK threadpool can only be resized before a program is loaded.
-        _unsafe_reset_threadpool(threads)
+        reset_executorch_threadpool(threads)  # also imports the runtime: import cost is not load time
     else:
         import onnxruntime  # noqa: F401
     t0 = time.perf_counter()
