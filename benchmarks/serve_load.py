@@ -158,7 +158,7 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--max-batch-size", type=int, default=32, help="the batching-on setting")
     ap.add_argument("--max-queue-delay-us", type=int, default=2000)
-    ap.add_argument("--threads", type=int, help="intra-op threads of the server's runtime")
+    ap.add_argument("--threads", type=int, help="intra-op threads of the server's runtime (default: the server's own default)")
     ap.add_argument("--texts", help="one text per line (default: the bundle's golden texts)")
     ap.add_argument("--num-texts", type=int, default=256)
     ap.add_argument("--atol", type=float, default=1e-4, help="logit tolerance (a batch pads to its longest text, so sums reorder)")

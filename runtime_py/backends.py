@@ -62,7 +62,8 @@ class ExecuTorchBackend:
                     pass
                 ExecuTorchBackend._kernels_loaded = True
         if threads:
-            torch.set_num_threads(int(threads))
+            torch.set_num_threads(int(threads))  # for the ops outside the delegate
+            _size_executorch_threadpool(int(threads))
         self._torch = torch
         self._lock = threading.Lock()
         failure = None
@@ -70,6 +71,7 @@ class ExecuTorchBackend:
         with native_stderr() as native:
             try:
                 self.method = load_forward(Path(path))
+                _ExecuTorchPool.loaded = True
             except Exception as e:
                 failure = str(e).splitlines()[0] if str(e) else type(e).__name__
                 native.replay = False  # one line below says it, with ExecuTorch's own last message
@@ -129,13 +131,31 @@ def _executorch_loader():
 BACKENDS = {"onnx": OnnxBackend, "executorch": ExecuTorchBackend}
 
 
-def reset_executorch_threadpool(threads: int) -> None:
-    """Size ExecuTorch's XNNPACK thread pool (possible only before the process loads its first program)."""
+class _ExecuTorchPool:
+    loaded = False  # has this process loaded an ExecuTorch program (after which the pool keeps its size)?
+
+
+def _extension():
+    """ExecuTorch's runtime extension module (without the compiler, see `_executorch_loader`)."""
     try:
-        from executorch.extension.pybindings._C import _unsafe_reset_threadpool  # without the compiler (see above)
+        from executorch.extension.pybindings import _C
     except ImportError:
-        from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-    _unsafe_reset_threadpool(int(threads))
+        from executorch.extension.pybindings import portable_lib as _C
+    return _C
+
+
+def reset_executorch_threadpool(threads: int) -> None:
+    """Size ExecuTorch's XNNPACK thread pool, which its delegate runs on (torch's intra-op threads do not apply).
+
+    Only before the process loads its first program: measured with executorch 1.5.1, resizing after a run aborts the
+    process (a pthread priority assertion)."""
+    _extension()._unsafe_reset_threadpool(int(threads))
+
+
+def _size_executorch_threadpool(threads: int) -> None:
+    """`threads` for the XNNPACK pool when no program is loaded yet; otherwise the pool keeps the size it has."""
+    if not _ExecuTorchPool.loaded and _extension()._threadpool_get_thread_count() != threads:
+        reset_executorch_threadpool(threads)
 
 
 def open_backend(path: str | Path, fmt: str, threads: int | None = None, input_names=None):

@@ -78,3 +78,21 @@ def test_predict_from_threads_shares_one_model(tiny_build):
         together = list(pool.map(lambda t: model.predict([t])[0], texts))
     assert [a["label"] for a in alone] == [b["label"] for b in together]
     np.testing.assert_allclose([a["score"] for a in alone], [b["score"] for b in together], rtol=1e-5)
+
+
+def test_executorch_threads_size_its_xnnpack_pool(tiny_build):
+    """`threads` reaches the pool ExecuTorch's delegate runs on (torch's intra-op threads do not), set before the
+    process's first program; a later load with another count keeps the pool (resizing after a run aborts)."""
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    code = ("import sys, json, runtime_py; from executorch.extension.pybindings import _C; "
+            "a = runtime_py.load(sys.argv[1], artifact='executorch-fp32', threads=1); a.predict(['hi']); n1 = _C._threadpool_get_thread_count(); "
+            "b = runtime_py.load(sys.argv[1], artifact='executorch-fp32', threads=3); b.predict(['hi']); "
+            "print(json.dumps([n1, _C._threadpool_get_thread_count()]))")
+    r = subprocess.run([sys.executable, "-c", code, str(tiny_build / "bundle")], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == [1, 1]
+
