@@ -1,13 +1,15 @@
 """Kill sweep: SIGKILL a real `toolformer build` at random moments, resume, and check the invariants.
 
-    python benchmarks/kill_sweep.py [--trials 10] [--kills 2] [--seed 20] [--mode both] [--json FILE] [--budget-s S]
+    python benchmarks/kill_sweep.py [--trials 10] [--kills 2] [--seed 20] [--mode both] [--targets all] [--json FILE] [--budget-s S]
 
-First one uninterrupted build of the tiny kill recipe (tests/conftest.py: a random 4-layer BERT,
-ONNX fp32, a 2-layer distilled student) is timed; it is the reference. Then each trial starts a
-build — `first`: no OUT yet (`build --resume`); `rebuild`: OUT holds a previous complete build
-(`build --force --resume`) — and SIGKILLs its process group after a delay drawn uniformly from
-[0, reference time], `--kills` times in a row (each kill hits the resumed build of the previous one),
-then resumes to the end. After every kill OUT must be absent (first build only), the previous build
+First one uninterrupted build of the tiny kill recipe (tests/helpers.py onnx_recipe_dict: a random tiny
+BERT, a distilled student; `--targets all`: ExecuTorch and ONNX, fp32 and int8; `--targets onnx`: ONNX
+fp32 only) is timed; it is the reference. Then each trial starts a build — `first`: no OUT yet
+(`build --resume`); `rebuild`: OUT holds a previous complete build (`build --force --resume`) — and
+SIGKILLs its process group after a random delay, `--kills` times in a row (each kill hits the resumed
+build of the previous one), then resumes to the end. The first delay is drawn uniformly from [0,
+reference time]; each later one from [0, what is left of it after the earlier delays] (at least a
+tenth of it), so that a chain's kills walk through the build rather than land after its end. After every kill OUT must be absent (first build only), the previous build
 byte for byte, or the new complete build (verifies, same metrics as the reference); every final
 `--resume` must exit 0 with a bundle that verifies and equals the reference's metrics. The stage a
 kill hit is the last `[toolformer] <stage>` line the build printed before it (`start` = none yet:
@@ -39,7 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # The stage headers the build prints (toolchain.pipeline.Stages.start, plus the commit line).
 STAGE = re.compile(r"^\[toolformer\] (fine-tune original|student|export \S+ \S+|parity|latency|package|commit)\b")
-STAGES = ["start", "fine-tune original", "student", "export onnx fp32", "parity", "latency", "package", "commit", "finished"]
+STAGES = ["start", "fine-tune original", "student", "export executorch fp32", "export executorch int8", "export onnx fp32",
+          "export onnx int8", "parity", "latency", "package", "commit", "finished"]
 
 
 class Run:
@@ -191,15 +194,17 @@ def kill_chain(recipe: Path, runs: Path, reference: Path, delays: list, previous
     return rows
 
 
-def write_recipe(dest: Path) -> Path:
-    """The tiny kill recipe of tests/test_kill.py (model built offline in seconds)."""
+def write_recipe(dest: Path, targets: str = "all") -> Path:
+    """The tiny kill recipe of tests/test_kill.py (model built offline in seconds); `targets="all"` adds
+    ExecuTorch and int8 to its ONNX fp32."""
     import tomli_w
 
     sys.path.insert(0, str(ROOT / "tests"))
     from helpers import make_tiny_model_dir, onnx_recipe_dict
 
     model = make_tiny_model_dir(dest / "tiny-bert")
-    r = onnx_recipe_dict(model, dest / "unused")
+    export = {"targets": ["executorch", "onnx"], "precisions": ["fp32", "int8"]} if targets == "all" else {}
+    r = onnx_recipe_dict(model, dest / "unused", **({"export": export} if export else {}))
     r.pop("out")
     path = dest / "kill.toml"
     path.write_text(tomli_w.dumps(r))
@@ -235,12 +240,14 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default="kill_sweep.json")
     ap.add_argument("--work", help="Scratch directory (default: a temporary one, removed afterwards).")
     ap.add_argument("--budget-s", type=float, help="Start no new trial after this many seconds.")
+    ap.add_argument("--targets", choices=["all", "onnx"], default="all",
+                    help="all: ExecuTorch + ONNX, fp32 + int8 (every export stage); onnx: ONNX fp32 only (faster).")
     a = ap.parse_args(argv)
     rng = random.Random(a.seed)
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="kill-sweep-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        recipe = write_recipe(work)
+        recipe = write_recipe(work, a.targets)
         ref = work / "reference" / "out"
         t0 = time.monotonic()
         run = Run([recipe, "--out", ref])
@@ -255,13 +262,15 @@ def main(argv=None) -> int:
             for mode in modes:
                 if a.budget_s is not None and time.monotonic() - t0 > a.budget_s:
                     break
-                delays = [rng.uniform(0, t_ref) for _ in range(a.kills)]
+                delays = []
+                for _ in range(a.kills):
+                    delays.append(rng.uniform(0, max(t_ref - sum(delays), t_ref / 10)))
                 print(f"trial {t + 1} ({mode}):", flush=True)
                 chain = kill_chain(recipe, work / "runs", ref, delays, previous=ref if mode == "rebuild" else None)
                 rows += [{"trial": t + 1, "mode": mode, **r} for r in chain]
                 done += 1
                 broken = [r for r in rows if r["out"].startswith("BROKEN")]
-                result = {"seed": a.seed, "trials": a.trials, "kills_per_trial": a.kills, "modes": modes,
+                result = {"seed": a.seed, "trials": a.trials, "kills_per_trial": a.kills, "modes": modes, "targets": a.targets,
                           "chains_run": done, "reference_build_s": round(t_ref, 1),
                           "wall_s": round(time.monotonic() - t0, 1), "rows": rows, "broken": len(broken)}
                 Path(a.json).write_text(json.dumps(result, indent=2))
