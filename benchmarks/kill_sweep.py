@@ -9,8 +9,11 @@ fp32 only) is timed; it is the reference. Then each trial starts a build — `fi
 SIGKILLs its process group after a random delay, `--kills` times in a row (each kill hits the resumed
 build of the previous one), then resumes to the end. The first delay is drawn uniformly from [0,
 reference time]; each later one from [0, what is left of it after the earlier delays] (at least a
-tenth of it), so that a chain's kills walk through the build rather than land after its end. After every kill OUT must be absent (first build only), the previous build
-byte for byte, or the new complete build (verifies, same metrics as the reference); every final
+tenth of it), so that a chain's kills walk through the build rather than land after its end.
+`--at-stages` aims instead: one chain per stage the reference printed (or per `--stages`), killed 0 to
+`--max-delay-s` (1 s) after that stage's header, so that short stages are hit too (a kill that lands after a
+stage shorter than the delay counts for the stage it hit). After every kill OUT must be absent (first build
+only), the previous build byte for byte, or the new complete build (verifies, same metrics as the reference); every final
 `--resume` must exit 0 with a bundle that verifies and equals the reference's metrics. The stage a
 kill hit is the last `[toolformer] <stage>` line the build printed before it (`start` = none yet:
 imports, data, tokenizer; `finished` = the build had already exited).
@@ -240,6 +243,11 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default="kill_sweep.json")
     ap.add_argument("--work", help="Scratch directory (default: a temporary one, removed afterwards).")
     ap.add_argument("--budget-s", type=float, help="Start no new trial after this many seconds.")
+    ap.add_argument("--at-stages", action="store_true",
+                    help="Instead of random moments: one chain per stage and mode, killed 0-1 s after the stage's header "
+                         "(every stage hit, the short ones too), then resumed.")
+    ap.add_argument("--stages", help="With --at-stages: only these stages (comma-separated, as in the table).")
+    ap.add_argument("--max-delay-s", type=float, default=1.0, help="With --at-stages: kill within this long after the header.")
     ap.add_argument("--targets", choices=["all", "onnx"], default="all",
                     help="all: ExecuTorch + ONNX, fp32 + int8 (every export stage); onnx: ONNX fp32 only (faster).")
     a = ap.parse_args(argv)
@@ -258,24 +266,31 @@ def main(argv=None) -> int:
         print(f"reference build: {t_ref:.1f} s")
         modes = ["first", "rebuild"] if a.mode == "both" else [a.mode]
         rows, done, broken = [], 0, []
-        for t in range(a.trials):
+        wanted = set(a.stages.split(",")) if a.stages else set(STAGES)
+        aims = [s for s in STAGES[1:-1] if s in run.seen and s in wanted] if a.at_stages else [None] * a.trials
+        for t, aim in enumerate(aims):
             for mode in modes:
                 if a.budget_s is not None and time.monotonic() - t0 > a.budget_s:
                     break
-                delays = []
-                for _ in range(a.kills):
-                    delays.append(rng.uniform(0, max(t_ref - sum(delays), t_ref / 10)))
-                print(f"trial {t + 1} ({mode}):", flush=True)
-                chain = kill_chain(recipe, work / "runs", ref, delays, previous=ref if mode == "rebuild" else None)
+                if aim is None:
+                    delays, markers = [], None
+                    for _ in range(a.kills):
+                        delays.append(rng.uniform(0, max(t_ref - sum(delays), t_ref / 10)))
+                else:
+                    delays, markers = [rng.uniform(0, a.max_delay_s)], [rf"^\[toolformer\] {re.escape(aim)}\b"]
+                print(f"trial {t + 1} ({mode}{', at ' + aim if aim else ''}):", flush=True)
+                chain = kill_chain(recipe, work / "runs", ref, delays, previous=ref if mode == "rebuild" else None,
+                                   markers=markers)
                 rows += [{"trial": t + 1, "mode": mode, **r} for r in chain]
                 done += 1
                 broken = [r for r in rows if r["out"].startswith("BROKEN")]
-                result = {"seed": a.seed, "trials": a.trials, "kills_per_trial": a.kills, "modes": modes, "targets": a.targets,
+                result = {"seed": a.seed, "trials": len(aims), "kills_per_trial": len(delays), "modes": modes,
+                          "targets": a.targets, "at_stages": a.at_stages,
                           "chains_run": done, "reference_build_s": round(t_ref, 1),
                           "wall_s": round(time.monotonic() - t0, 1), "rows": rows, "broken": len(broken)}
                 Path(a.json).write_text(json.dumps(result, indent=2))
         print()
-        print(f"{done} kill chains ({a.kills} kills each, then a resume to the end); reference build {t_ref:.1f} s")
+        print(f"{done} kill chains ({1 if a.at_stages else a.kills} kill(s) each, then a resume to the end); reference build {t_ref:.1f} s")
         print(table(rows))
         print(f"\nwrote {a.json}")
         for r in broken:
