@@ -20,8 +20,9 @@ import threading
 
 VERBOSE_ENV = "TOOLFORMER_VERBOSE"
 
-# ExecuTorch's CPU probing (cpuinfo_utils.cpp), printed on every machine where /sys lacks ARM ids.
-CHATTER = re.compile(r"^\[cpuinfo_utils\.cpp:\d+\] ")
+# ExecuTorch's CPU probing (cpuinfo_utils.cpp), printed on every machine where /sys lacks ARM ids, and its note
+# when its thread pool is sized (threadpool.cpp: "Resetting threadpool to N threads.").
+CHATTER = re.compile(r"^\[(cpuinfo_utils\.cpp:\d+\] |threadpool\.cpp:\d+\] Resetting threadpool)")
 # Python loggers of libraries that warn about nothing the user can act on: torchao's CUDA-only
 # extensions on a CPU build, torch pytree's Enum-registration deprecation raised from torchao.
 NOISY_LOGGERS = ("torchao", "torch.utils._pytree", "torch.onnx._internal.exporter._registration")

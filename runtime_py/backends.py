@@ -149,12 +149,17 @@ def reset_executorch_threadpool(threads: int) -> None:
 
     Only before the process loads its first program: measured with executorch 1.5.1, resizing after a run aborts the
     process (a pthread priority assertion)."""
-    _extension()._unsafe_reset_threadpool(int(threads))
+    with native_stderr():  # the pool's creation probes the CPU and says so on fd 2
+        _extension()._unsafe_reset_threadpool(int(threads))
 
 
 def _size_executorch_threadpool(threads: int) -> None:
     """`threads` for the XNNPACK pool when no program is loaded yet; otherwise the pool keeps the size it has."""
-    if not _ExecuTorchPool.loaded and _extension()._threadpool_get_thread_count() != threads:
+    if _ExecuTorchPool.loaded:
+        return
+    with native_stderr():
+        current = _extension()._threadpool_get_thread_count()
+    if current != threads:
         reset_executorch_threadpool(threads)
 
 
