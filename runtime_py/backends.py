@@ -47,13 +47,14 @@ class ExecuTorchBackend:
 
     format = "executorch"
     _kernels_loaded = False
+    _program_loaded = False  # has this process loaded an ExecuTorch program (after which the pool keeps its size)?
 
     def __init__(self, path: str | Path, threads: int | None = None, input_names=None):
         import torch
 
         quiet_loggers()
         with native_stderr():
-            load_forward = _executorch_loader()
+            _extension()  # imported here, where its native start-up writes are kept quiet
             if not ExecuTorchBackend._kernels_loaded:
                 # Quantized embedding kernels must be registered before an int8 program is loaded.
                 try:
@@ -70,8 +71,8 @@ class ExecuTorchBackend:
         # The first method load probes the CPU from C++ and prints to fd 2; keep that out of the user's output.
         with native_stderr() as native:
             try:
-                self.method = load_forward(Path(path))
-                _ExecuTorchPool.loaded = True
+                self.method = _load_forward(Path(path))
+                ExecuTorchBackend._program_loaded = True
             except Exception as e:
                 failure = str(e).splitlines()[0] if str(e) else type(e).__name__
                 native.replay = False  # one line below says it, with ExecuTorch's own last message
@@ -98,7 +99,7 @@ class ExecuTorchBackend:
 
 
 class _ForwardMethod:
-    """`execute(inputs) -> outputs` on a method of `executorch.extension.pybindings._C` (as `executorch.runtime.Method`)."""
+    """`execute(inputs) -> outputs` on a method of ExecuTorch's extension module (as `executorch.runtime.Method`)."""
 
     def __init__(self, method):
         self._method = method
@@ -107,41 +108,30 @@ class _ForwardMethod:
         return self._method(inputs)
 
 
-def _executorch_loader():
-    """A function `path -> the program's forward method` (whose `execute(inputs)` returns the outputs).
-
-    ExecuTorch's Python runtime is one extension module, `executorch.extension.pybindings._C`. Its public wrappers
-    (`executorch.runtime` and `portable_lib`) import the compiler, `executorch.exir`, for a warning class: 10 of the
-    12 s of a `predict` on a tiny bundle (2 cores), and of every `verify` and `serve` start, for nothing the runtime
-    uses. So the program is loaded through the function the wrappers call, with `Runtime.load_program`'s arguments;
-    if a release moves it, the public wrapper is used instead.
-    """
-    try:
-        from executorch.extension.pybindings import _C
-
-        load, verification = _C._load_program, _C.Verification.InternalConsistency
-    except (ImportError, AttributeError):
-        from executorch.runtime import Runtime
-
-        return lambda path: Runtime.get().load_program(path).load_method("forward")
-    return lambda path: _ForwardMethod(load(str(path), enable_etdump=False, debug_buffer_size=0,
-                                            program_verification=verification, data_path=None).load_method("forward"))
-
-
-BACKENDS = {"onnx": OnnxBackend, "executorch": ExecuTorchBackend}
-
-
-class _ExecuTorchPool:
-    loaded = False  # has this process loaded an ExecuTorch program (after which the pool keeps its size)?
-
-
 def _extension():
-    """ExecuTorch's runtime extension module (without the compiler, see `_executorch_loader`)."""
+    """ExecuTorch's Python runtime: the extension module `executorch.extension.pybindings._C`.
+
+    Its public wrappers (`executorch.runtime` and `portable_lib`) import the compiler, `executorch.exir`, for a warning
+    class: 10 of the 12 s of a `predict` on a tiny bundle (2 cores), and of every `verify` and `serve` start, for
+    nothing the runtime uses. So runtime_py calls the functions those wrappers call; if a release moves the module,
+    `portable_lib` (which re-exports them) is used instead.
+    """
     try:
         from executorch.extension.pybindings import _C
     except ImportError:
         from executorch.extension.pybindings import portable_lib as _C
     return _C
+
+
+def _load_forward(path: Path) -> _ForwardMethod:
+    """The program's forward method, loaded with `Runtime.load_program`'s arguments."""
+    ext = _extension()
+    program = ext._load_program(str(path), enable_etdump=False, debug_buffer_size=0,
+                                program_verification=ext.Verification.InternalConsistency, data_path=None)
+    return _ForwardMethod(program.load_method("forward"))
+
+
+BACKENDS = {"onnx": OnnxBackend, "executorch": ExecuTorchBackend}
 
 
 def reset_executorch_threadpool(threads: int) -> None:
@@ -155,7 +145,7 @@ def reset_executorch_threadpool(threads: int) -> None:
 
 def _size_executorch_threadpool(threads: int) -> None:
     """`threads` for the XNNPACK pool when no program is loaded yet; otherwise the pool keeps the size it has."""
-    if _ExecuTorchPool.loaded:
+    if ExecuTorchBackend._program_loaded:
         return
     with native_stderr():
         current = _extension()._threadpool_get_thread_count()
