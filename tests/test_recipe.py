@@ -43,6 +43,24 @@ def test_set_overrides_parse_toml_literals_and_strings():
         R.parse_set(["epochs=2"])
 
 
+def test_export_skip_leaves_out_named_artifacts_only():
+    from toolchain.search import judged
+
+    assert R.planned_artifacts(R.build({}).export) == ["executorch-fp32", "executorch-int8", "onnx-fp32", "onnx-int8"]
+    r = R.build({"export": {"skip": "executorch-fp32", "precisions": ["fp32", "fp16", "int8"]}})
+    assert R.planned_artifacts(r.export) == ["executorch-int8", "onnx-fp32", "onnx-fp16", "onnx-int8"]
+    with pytest.raises(UsageError, match=r"export\.skip names artifacts .*\['executorch-fp16'\].*known: executorch-fp32"):
+        R.build({"export": {"skip": ["executorch-fp16"]}})  # ExecuTorch has no fp16 artifact to skip
+    with pytest.raises(UsageError, match="leaves no artifact"):
+        R.build({"export": {"targets": ["onnx"], "precisions": ["fp32"], "skip": ["onnx-fp32"]}})
+    # The search judges a shipped artifact: auto picks one export.skip keeps, an explicit skipped one is refused.
+    kept = R.build({"search": {"trials": 2}, "export": {"skip": ["onnx-int8", "onnx-fp32"]}})
+    assert judged(kept) == ("executorch", "int8")
+    assert judged(R.build({"search": {"trials": 2}, "export": {"skip": ["onnx-int8"]}})) == ("onnx", "fp32")
+    with pytest.raises(UsageError, match="judges onnx-int8, which export.skip leaves out"):
+        R.build({"search": {"trials": 2, "target": "onnx", "precision": "int8"}, "export": {"skip": ["onnx-int8"]}})
+
+
 def test_flags_override_recipe_file(tmp_path):
     f = tmp_path / "r.toml"
     f.write_text('out = "a"\n[train]\nepochs = 5.0\nmax_seq_len = 64\n')

@@ -600,15 +600,10 @@ def test_serve_help_lists_the_knobs():
 
 
 @pytest.fixture(scope="module")
-def int8_bundle(tiny_model_dir, tmp_path_factory) -> Path:
-    """A tiny ONNX dynamic-int8 bundle: ONNX Runtime scales activations per tensor, over the whole batch."""
-    from helpers import onnx_recipe_dict
-    from toolchain import recipe as recipe_mod
-    from toolchain.pipeline import build
-
-    out = tmp_path_factory.mktemp("tiny-int8-onnx") / "out"
-    build(recipe_mod.build(onnx_recipe_dict(tiny_model_dir, out, export={"precisions": ["int8"]})))
-    return out / "bundle"
+def int8_bundle(tiny_int8_build) -> Path:
+    """The shared tiny int8 bundle; its ONNX dynamic-int8 artifact: ONNX Runtime scales activations per tensor, over
+    the whole batch."""
+    return tiny_int8_build / "bundle"
 
 
 def test_batch_dependent_int8_answers_do_not_depend_on_other_callers(int8_bundle, tmp_path):

@@ -86,6 +86,7 @@ class StudentSection:
 class ExportSection:
     targets: list = _f(["executorch", "onnx"], "Targets to lower to: executorch, onnx.")
     precisions: list = _f(["fp32", "int8"], "Precisions per target: fp32, fp16 (weights stored fp16; ONNX), int8 ([quant] section).")
+    skip: list = _f([], "Artifacts of targets x precisions not to build, as target-precision (e.g. executorch-fp32: an app that ships only int8 on device, ONNX fp32 for a server).")
     max_batch: int = _f(64, "Upper bound of the dynamic batch dimension.")
     opset: int = _f(18, "ONNX opset.")
 
@@ -290,7 +291,7 @@ _SECTION_TYPES = {
     "compress": CompressSection, "quant": QuantSection, "search": SearchSection,
 }
 # Fields that accept a single value where a list is declared ("text_column = 'sentence'").
-_LIST_FIELDS_ACCEPT_SCALAR = {"lora_target_modules", "text_column", "text_pair_column", "label_column", "targets", "precisions", "layers"}
+_LIST_FIELDS_ACCEPT_SCALAR = {"lora_target_modules", "text_column", "text_pair_column", "label_column", "targets", "precisions", "skip", "layers"}
 
 
 def _coerce(where: str, name: str, default, value):
@@ -324,6 +325,27 @@ def _coerce(where: str, name: str, default, value):
 
 def _section_defaults(cls) -> dict:
     return {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory()) for f in dataclasses.fields(cls)}
+
+
+def planned_artifacts(export: ExportSection, skipped: bool = False) -> list[str]:
+    """The artifacts [export] makes, as target-precision in build order (ExecuTorch fp16 never exists, see
+    targets/fp16.py); `skipped=True` also lists those export.skip leaves out."""
+    made = [f"{t}-{p}" for t in export.targets for p in export.precisions if not (p == "fp16" and t != "onnx")]
+    return made if skipped else [a for a in made if a not in export.skip]
+
+
+def search_artifact(r) -> tuple[str, str]:
+    """(target, precision) of the artifact trials are timed as: the [search] keys, `auto` resolved against [export]."""
+    s, e = r.search, r.export
+    made = planned_artifacts(e)  # what the bundle ships: export.skip left out
+    shipped = [t for t in e.targets if any(a.startswith(t + "-") for a in made)]
+    target = s.target if s.target != "auto" else ("onnx" if "onnx" in shipped else (shipped or e.targets)[0])
+    if target == "pytorch":
+        return target, "fp32"
+    if s.precision != "auto":
+        return target, s.precision
+    precs = [p for p in e.precisions if f"{target}-{p}" in made] or ["fp32"]
+    return target, "int8" if "int8" in precs else precs[0]
 
 
 def build(data: dict) -> Recipe:
@@ -378,6 +400,10 @@ def _check_ranges(r: Recipe) -> None:
          f"export.targets must be a non-empty subset of executorch, onnx; got {r.export.targets}"),
         (all(p in ("fp32", "fp16", "int8") for p in r.export.precisions) and r.export.precisions,
          f"export.precisions must be a non-empty subset of fp32, fp16, int8; got {r.export.precisions}"),
+        (all(s in planned_artifacts(r.export, skipped=True) for s in r.export.skip),
+         f"export.skip names artifacts these targets x precisions do not make: {[s for s in r.export.skip if s not in planned_artifacts(r.export, skipped=True)]}"
+         f" (known: {', '.join(planned_artifacts(r.export, skipped=True))})"),
+        (bool(planned_artifacts(r.export)), f"export.skip leaves no artifact to build: {r.export.skip}"),
         (r.parity.batch_size > 1, "parity.batch_size must be > 1 (padding must be exercised)"),
         (r.parity.golden_size >= 2, "parity.golden_size must be >= 2"),
         (r.export.max_batch >= 2, "export.max_batch must be >= 2"),
@@ -389,6 +415,10 @@ def _check_ranges(r: Recipe) -> None:
     for ok, msg in checks:
         if not ok:
             raise RecipeError(f"recipe: {msg}")
+    if r.search.trials and r.search.target != "pytorch":
+        art = "-".join(search_artifact(r))
+        if art not in planned_artifacts(r.export):
+            raise RecipeError(f"recipe: the search judges {art}, which export.skip leaves out (the search judges an artifact the bundle ships)")
     if any(not isinstance(i, int) or isinstance(i, bool) for i in r.student.layers):
         raise RecipeError("recipe: student.layers must be a list of integers")
     from runtime_py.parity import GATE_LIMITS

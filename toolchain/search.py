@@ -42,14 +42,9 @@ class SearchResult:
 
 def judged(r) -> tuple[str, str]:
     """(target, precision) of the artifact trials are timed as: the [search] keys, `auto` resolved against [export]."""
-    s, e = r.search, r.export
-    target = s.target if s.target != "auto" else ("onnx" if "onnx" in e.targets else e.targets[0])
-    if target == "pytorch":
-        return target, "fp32"
-    if s.precision != "auto":
-        return target, s.precision
-    precs = [p for p in e.precisions if not (p == "fp16" and target != "onnx")] or ["fp32"]
-    return target, "int8" if "int8" in precs else precs[0]
+    from .recipe import search_artifact
+
+    return search_artifact(r)
 
 
 def resolve(r):

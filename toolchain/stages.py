@@ -125,6 +125,9 @@ def export(ws: Workspace, shipped: Trained) -> list[dict]:
             if prec == "fp16" and tname != "onnx":  # fp16 weights exist for ONNX only (targets/fp16.py)
                 print(f"[toolformer] export {tname} fp16: skipped (fp16 weights are offered for onnx only)", flush=True)
                 continue
+            if f"{tname}-{prec}" in r.export.skip:
+                print(f"[toolformer] export {tname} {prec}: skipped (export.skip)", flush=True)
+                continue
             path = art_dir / f"model-{tname}-{prec}{targets.FILE_SUFFIX[tname]}"
             facts = _export_one(ws, shipped, tname, prec, path, fp32_source)
             exported.append({"path": path, "format": tname, "precision": prec, "source": shipped.name, "export": facts})

@@ -16,6 +16,20 @@ STAGES = (
 # Stages whose test needs something this machine may lack; the matrix says so instead of a plain tick.
 NEEDS = {"verify --arm64": "qemu-user-static + debootstrap (the test skips without them)"}
 
+# (family, stage) → where the suite runs that stage for the family instead of in the family's own build
+# (tests/test_families_build.py skips those artifacts with export.skip): ExecuTorch lowering costs seconds per
+# artifact, and these lower no graph the suite does not lower already. The matrix marks them † with the reason.
+TESTED_ELSEWHERE = {
+    ("bert", "ExecuTorch fp32"): "the tiny BERT bundle the spine tests share (tests/conftest.py) and the MiniLM build "
+                                 "(tests/test_spine_slow.py) lower BERT in fp32",
+    ("roberta", "ExecuTorch fp32"): "its family build lowers the same wrapper graph in int8 (quantized linears, the same "
+                                    "partitioner); past that graph, fp32 lowering does not depend on the family",
+    ("electra", "ExecuTorch fp32"): "as roberta: its family build lowers the same graph in int8",
+    ("xlm-roberta", "ExecuTorch fp32"): "transformers defines XLMRoberta* as subclasses of Roberta* (modular_xlm_roberta.py) "
+                                        "and one adapter serves both, so the roberta build lowers this graph",
+    ("xlm-roberta", "ExecuTorch int8"): "as its fp32: the roberta build lowers the same graph in int8",
+}
+
 # The tokenizer kind each family's test checkpoint is built with (tests/families_fixtures.py).
 TESTED_TOKENIZER = {"bert": "WordPiece", "distilbert": "WordPiece", "roberta": "byte-level BPE",
                     "xlm-roberta": "SentencePiece Unigram", "electra": "WordPiece"}
@@ -79,11 +93,18 @@ def matrix_markdown() -> str:
     lines.append("| tokenizer tested | " + " | ".join(
         ", ".join(sorted({TESTED_TOKENIZER.get(mt, "") for mt in fams[n][1]} - {""})) for n in names) + " |")
     lines.append("| inputs | " + " | ".join(", ".join(fams[n][0].inputs) for n in names) + " |")
+
+    def mark(stage, name):
+        if stage not in set(stages_of(fams[name][0])):
+            return "—"
+        return "✓*" if stage in NEEDS else "✓†" if (name, stage) in TESTED_ELSEWHERE else "✓"
+
     for s in STAGES:
-        lines.append(f"| {s} | " + " | ".join(("✓*" if s in NEEDS else "✓") if s in set(stages_of(fams[n][0])) else "—"
-                                               for n in names) + " |")
+        lines.append(f"| {s} | " + " | ".join(mark(s, n) for n in names) + " |")
     lines += ["", "✓* " + "; ".join(f"{s}: needs {n}" for s, n in NEEDS.items()) + ".",
-              "", "camembert shares the roberta adapter (the same module layout under `roberta.`); its own test checks the",
+              "", "✓† the family's own test build skips this artifact (export.skip); what covers it instead:", ""]
+    lines += [f"- {n}, {s}: {why}." for (n, s), why in TESTED_ELSEWHERE.items()]
+    lines += ["", "camembert shares the roberta adapter (the same module layout under `roberta.`); its own test checks the",
               "export wrapper's forward against CamembertForSequenceClassification, not a full build."]
     lines += ["", "## Refused", "", "These are turned away at `--model` with one line naming the stage that cannot handle them:", "",
               "| model_type | stage | why |", "|---|---|---|"]
