@@ -22,6 +22,8 @@ NEEDS = {"verify --arm64": "qemu-user-static + debootstrap (the test skips witho
 TESTED_ELSEWHERE = {
     ("bert", "ExecuTorch fp32"): "the tiny BERT bundle the spine tests share (tests/conftest.py) and the MiniLM build "
                                  "(tests/test_spine_slow.py) lower BERT in fp32",
+    ("bert", "ExecuTorch int8"): "the tiny int8 bundle the int8, debug and serve tests share (tests/conftest.py) lowers "
+                                 "BERT in int8, with its debug twin",
     ("roberta", "ExecuTorch fp32"): "its family build lowers the same wrapper graph in int8 (quantized linears, the same "
                                     "partitioner); past that graph, fp32 lowering does not depend on the family",
     ("electra", "ExecuTorch fp32"): "as roberta: its family build lowers the same graph in int8",
