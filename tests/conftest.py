@@ -23,14 +23,19 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 
-# Longest scopes first (seconds each on an idle 2-core run, `--durations=0` summed per module): `--dist loadscope`
-# hands scopes to workers in collection order, so a long module collected last (test_token_build, test_tamper)
-# kept one worker busy while the other had nothing left. Longest-first is the classic fix for that tail. A module
-# not listed runs after these, in the usual order; the list only orders, it selects nothing.
-LONGEST_FIRST = ("test_families_build.py",  # five family classes, 35-75 s each
-                 "test_int8.py", "test_token_build.py", "test_spine_slow.py", "test_kill.py", "test_serve.py",
-                 "test_tamper.py", "test_resume_states.py", "test_compress_build.py", "test_distributed.py",
-                 "test_search.py", "test_quiet.py", "test_lora.py", "test_bad_input.py", "test_gates.py")
+# Longest scopes first (wall seconds of each module or family class, `--durations=0` summed, on an idle 2-core run
+# with 3 workers, 2026-12-01): distilbert 114, token_build 104, electra 74, spine_slow 71, roberta 65, tamper 65, int8 59,
+# search 59, resume_states 58, distributed 53, gates 52, kill 48, lora 41, compress_build 38; serve 215 with the tiny
+# int8 build it happened to make. `--dist loadscope` hands scopes to workers in collection order once
+# `--no-loadscope-reorder` (pyproject.toml) stops xdist from reordering them by test count, which had put
+# test_bad_input's 40 short cases first and the long builds last. Longest-first is the classic fix for a long scope
+# left alone at the end. The modules that make the shared builds (int8, tamper: tiny_build, serve: tiny_onnx_build)
+# start early so that no worker waits on one late. A module not listed runs after these, in the usual order; the list
+# only orders, it selects nothing.
+LONGEST_FIRST = ("test_families_build.py",  # five family classes, longest first in the file
+                 "test_int8.py", "test_token_build.py", "test_serve.py", "test_spine_slow.py", "test_tamper.py",
+                 "test_search.py", "test_resume_states.py", "test_distributed.py", "test_gates.py", "test_kill.py",
+                 "test_lora.py", "test_compress_build.py", "test_compress_vocab.py", "test_bad_input.py")
 
 
 def pytest_xdist_auto_num_workers(config):

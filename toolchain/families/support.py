@@ -24,9 +24,10 @@ TESTED_ELSEWHERE = {
                                  "(tests/test_spine_slow.py) lower BERT in fp32",
     ("bert", "ExecuTorch int8"): "the tiny int8 bundle the int8, debug and serve tests share (tests/conftest.py) lowers "
                                  "BERT in int8, with its debug twin",
-    ("roberta", "ExecuTorch fp32"): "its family build lowers the same wrapper graph in int8 (quantized linears, the same "
-                                    "partitioner); past that graph, fp32 lowering does not depend on the family",
-    ("electra", "ExecuTorch fp32"): "as roberta: its family build lowers the same graph in int8",
+    ("distilbert", "ExecuTorch fp32"): "its family build lowers the same wrapper graph in int8 (quantized linears, the "
+                                       "same partitioner); past that graph, fp32 lowering does not depend on the family",
+    ("roberta", "ExecuTorch fp32"): "as distilbert: its family build lowers the same graph in int8",
+    ("electra", "ExecuTorch fp32"): "as distilbert: its family build lowers the same graph in int8",
     ("xlm-roberta", "ExecuTorch fp32"): "transformers defines XLMRoberta* as subclasses of Roberta* (modular_xlm_roberta.py) "
                                         "and one adapter serves both, so the roberta build lowers this graph",
     ("xlm-roberta", "ExecuTorch int8"): "as its fp32: the roberta build lowers the same graph in int8",
