@@ -49,7 +49,11 @@ STAGE_TESTS = {
 BUILD_SETS = [
     "compress.prune_ffn=0.25", "compress.prune_positions=true", "compress.hidden_weight=1.0",
     "compress.attention_weight=1.0", 'export.precisions=["fp32","fp16","int8"]',
-    "export.max_batch=16", "parity.num_examples=40", "parity.golden_size=8", "parity.seq_lens=[5,19,31]",
+    # golden_size = num_examples: verify then judges the very rows the build's gate passed. With 8 golden rows, a
+    # random model's near-tied logits left verify a noisier cosine than the build's 40 rows: DistilBERT's onnx-int8
+    # passed the build at logit cosine 0.9985 (the decisive-row waiver is 0.998) and failed verify at 0.9978 on its
+    # 8 golden rows, once in 7 runs (under load, 2026-12-01). The golden rows run as one batch: max_batch covers them.
+    "export.max_batch=40", "parity.num_examples=40", "parity.golden_size=40", "parity.seq_lens=[5,19,31]",
     "parity.min_top1_vs_original=0.0", "parity.max_accuracy_drop=1.0", "student.batch_size=16", "train.batch_size=16",
 ]
 

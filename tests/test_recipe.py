@@ -74,6 +74,8 @@ def test_scalar_column_becomes_list_and_ranges_checked():
         R.build({"student": {"layer_selection": "middle"}})
     with pytest.raises(UsageError, match="export.targets"):
         R.build({"export": {"targets": ["tflite"]}})
+    with pytest.raises(UsageError, match=r"parity\.golden_size \(40\) must be <= export\.max_batch \(16\)"):
+        R.build({"export": {"max_batch": 16}, "parity": {"golden_size": 40}})  # was an internal error at package time
 
 
 def test_resolved_recipe_round_trips(tmp_path):

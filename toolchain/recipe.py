@@ -407,6 +407,8 @@ def _check_ranges(r: Recipe) -> None:
         (r.parity.batch_size > 1, "parity.batch_size must be > 1 (padding must be exercised)"),
         (r.parity.golden_size >= 2, "parity.golden_size must be >= 2"),
         (r.export.max_batch >= 2, "export.max_batch must be >= 2"),
+        (r.parity.golden_size <= r.export.max_batch,
+         f"parity.golden_size ({r.parity.golden_size}) must be <= export.max_batch ({r.export.max_batch}): the golden rows run as one batch"),
         (not r.search.trials or r.search.target in ("auto", "pytorch", *r.export.targets),
          f"search.target {r.search.target!r} is not among export.targets {r.export.targets} (the search judges an artifact the bundle ships)"),
         (not r.search.trials or r.search.precision in ("auto", *r.export.precisions) or r.search.target == "pytorch",
