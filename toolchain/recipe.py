@@ -375,6 +375,8 @@ def build(data: dict) -> Recipe:
 
 
 def _check_ranges(r: Recipe) -> None:
+    makes = planned_artifacts(r.export, skipped=True)  # every artifact the targets x precisions make
+    unknown_skips = [a for a in r.export.skip if a not in makes]
     checks = [
         (r.train.epochs > 0 or r.train.skip, "train.epochs must be > 0"),
         (r.train.batch_size > 0, "train.batch_size must be > 0"),
@@ -400,9 +402,8 @@ def _check_ranges(r: Recipe) -> None:
          f"export.targets must be a non-empty subset of executorch, onnx; got {r.export.targets}"),
         (all(p in ("fp32", "fp16", "int8") for p in r.export.precisions) and r.export.precisions,
          f"export.precisions must be a non-empty subset of fp32, fp16, int8; got {r.export.precisions}"),
-        (all(s in planned_artifacts(r.export, skipped=True) for s in r.export.skip),
-         f"export.skip names artifacts these targets x precisions do not make: {[s for s in r.export.skip if s not in planned_artifacts(r.export, skipped=True)]}"
-         f" (known: {', '.join(planned_artifacts(r.export, skipped=True))})"),
+        (not unknown_skips, f"export.skip names artifacts these targets x precisions do not make: {unknown_skips}"
+                            f" (known: {', '.join(makes)})"),
         (bool(planned_artifacts(r.export)), f"export.skip leaves no artifact to build: {r.export.skip}"),
         (r.parity.batch_size > 1, "parity.batch_size must be > 1 (padding must be exercised)"),
         (r.parity.golden_size >= 2, "parity.golden_size must be >= 2"),
