@@ -49,6 +49,9 @@ def test_export_skip_leaves_out_named_artifacts_only():
     assert R.planned_artifacts(R.build({}).export) == ["executorch-fp32", "executorch-int8", "onnx-fp32", "onnx-int8"]
     r = R.build({"export": {"skip": "executorch-fp32", "precisions": ["fp32", "fp16", "int8"]}})
     assert R.planned_artifacts(r.export) == ["executorch-int8", "onnx-fp32", "onnx-fp16", "onnx-int8"]
+    # The build walks this plan and prints each reason (toolchain.stages.export): one rule, in one place.
+    assert [(t, p, why) for t, p, why in R.artifact_plan(r.export) if why] == [
+        ("executorch", "fp32", "export.skip"), ("executorch", "fp16", "fp16 weights are offered for onnx only")]
     with pytest.raises(UsageError, match=r"export\.skip names artifacts .*\['executorch-fp16'\].*known: executorch-fp32"):
         R.build({"export": {"skip": ["executorch-fp16"]}})  # ExecuTorch has no fp16 artifact to skip
     with pytest.raises(UsageError, match="leaves no artifact"):

@@ -138,3 +138,38 @@ def test_gate_failure_exits_1_without_bundle(tiny_model_dir, tmp_path):
     assert r.returncode == 1, r.stderr
     assert r.stderr.strip().count("\n") == 0 and "parity gate failed" in r.stderr
     assert (tmp_path / "out" / "parity.json").is_file() and not (tmp_path / "out" / "bundle").exists()
+
+
+def test_build_never_ships_a_bundle_its_own_verify_fails(tiny_model_dir, tmp_path):
+    """Parity judges many validation rows; `verify` re-judges the few golden rows in the bundle. The build runs that
+    verify on its staged bundle: one that fails it is not shipped. Here golden.json is written with build-time
+    outputs of the artifact that are off by 0.5 on one row (checksums intact), as a mismatch between what parity
+    judged and what the bundle carries would be."""
+    from unittest import mock
+
+    import tomli_w
+    from helpers import onnx_recipe_dict
+    from toolchain import package
+
+    d = onnx_recipe_dict(tiny_model_dir, tmp_path / "out", export={"precisions": ["fp32"]}, train={"epochs": 1.0})
+    f = tmp_path / "r.toml"
+    f.write_text(tomli_w.dumps(d))
+    real = package.write_bundle
+
+    def off_golden(dest, **kw):
+        art = kw["golden"]["artifact_logits"]["model-onnx-fp32.onnx"]
+        art[0] = [x + 0.5 for x in art[0]]
+        return real(dest, **kw)
+
+    with mock.patch.object(package, "write_bundle", off_golden):
+        r = run_cli("build", f)
+    assert r.returncode == 1, r.stdout + r.stderr
+    err = r.stderr.strip()
+    assert err.count("\n") == 0 and "parity gate failed, no bundle written" in err, err
+    assert "onnx-fp32: verify on the 8 golden rows (parity.golden_size): vs its build-time outputs: max-abs error 0.5" in err, err
+    out = tmp_path / "out"
+    assert not (out / "bundle").exists() and not list(out.glob(".bundle*"))
+    parity = json.loads((out / "parity.json").read_text())
+    assert parity["passed"] is False and not parity["artifacts"][0]["passed"]
+    assert json.loads((out / "summary.json").read_text())["passed"] is False
+    assert "Verdict: **FAIL**" in (out / "report.md").read_text()

@@ -327,11 +327,21 @@ def _section_defaults(cls) -> dict:
     return {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory()) for f in dataclasses.fields(cls)}
 
 
+def artifact_plan(export: ExportSection) -> list[tuple[str, str, str | None]]:
+    """Every target × precision of [export] in build order, with the reason it is not made (None: it is)."""
+    plan = []
+    for t in export.targets:
+        for p in export.precisions:
+            why = ("fp16 weights are offered for onnx only" if p == "fp16" and t != "onnx"  # see targets/fp16.py
+                   else "export.skip" if f"{t}-{p}" in export.skip else None)
+            plan.append((t, p, why))
+    return plan
+
+
 def planned_artifacts(export: ExportSection, skipped: bool = False) -> list[str]:
-    """The artifacts [export] makes, as target-precision in build order (ExecuTorch fp16 never exists, see
-    targets/fp16.py); `skipped=True` also lists those export.skip leaves out."""
-    made = [f"{t}-{p}" for t in export.targets for p in export.precisions if not (p == "fp16" and t != "onnx")]
-    return made if skipped else [a for a in made if a not in export.skip]
+    """The artifacts [export] makes, as target-precision in build order; `skipped=True` also lists those
+    export.skip leaves out."""
+    return [f"{t}-{p}" for t, p, why in artifact_plan(export) if why is None or (skipped and why == "export.skip")]
 
 
 def search_artifact(r) -> tuple[str, str]:

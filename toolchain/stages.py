@@ -119,20 +119,16 @@ def export(ws: Workspace, shipped: Trained) -> list[dict]:
     art_dir = ws.work / "artifacts"
     art_dir.mkdir(exist_ok=True)
     exported = []
-    for tname in r.export.targets:
-        fp32_source = None  # ONNX fp16 and int8 start from this build's fp32 graph once it exists (one trace, not three)
-        for prec in r.export.precisions:
-            if prec == "fp16" and tname != "onnx":  # fp16 weights exist for ONNX only (targets/fp16.py)
-                print(f"[toolformer] export {tname} fp16: skipped (fp16 weights are offered for onnx only)", flush=True)
-                continue
-            if f"{tname}-{prec}" in r.export.skip:
-                print(f"[toolformer] export {tname} {prec}: skipped (export.skip)", flush=True)
-                continue
-            path = art_dir / f"model-{tname}-{prec}{targets.FILE_SUFFIX[tname]}"
-            facts = _export_one(ws, shipped, tname, prec, path, fp32_source)
-            exported.append({"path": path, "format": tname, "precision": prec, "source": shipped.name, "export": facts})
-            if tname == "onnx" and prec == "fp32":
-                fp32_source = path
+    fp32_source = None  # ONNX fp16 and int8 start from this build's ONNX fp32 graph once it exists (one trace, not three)
+    for tname, prec, skipped in recipe_mod.artifact_plan(r.export):
+        if skipped:
+            print(f"[toolformer] export {tname} {prec}: skipped ({skipped})", flush=True)
+            continue
+        path = art_dir / f"model-{tname}-{prec}{targets.FILE_SUFFIX[tname]}"
+        facts = _export_one(ws, shipped, tname, prec, path, fp32_source)
+        exported.append({"path": path, "format": tname, "precision": prec, "source": shipped.name, "export": facts})
+        if tname == "onnx" and prec == "fp32":
+            fp32_source = path
     return exported
 
 
@@ -241,8 +237,13 @@ def package(ws: Workspace, original: Trained, shipped: Trained, exported: list[d
         # After full training: the share of the original's validation accuracy the shipped student keeps.
         summary["search"]["shipped_retention"] = summary["shipped"]["val_accuracy"] / max(original.val_accuracy, 1e-12)
         extra.update({f: ws.work / f for f in searched.files})
-    if checked.passed:
-        _bundle(ws, summary, shipped, exported, golden, extra)
+    if checked.passed and not _bundle(ws, summary, shipped, exported, golden, extra):
+        # The staged bundle failed its own `verify` (golden rows): no bundle, and the report says why.
+        from . import report
+
+        summary["passed"] = False
+        report.write_markdown(summary, ws.work / "report.md")
+        (ws.work / "parity.json").write_text(json.dumps({"passed": False, "artifacts": checked.results}, indent=2))
     ws.log.end()
     (ws.work / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
@@ -329,7 +330,8 @@ def _reports(ws: Workspace, summary: dict, shipped: Trained) -> dict:
     return extra
 
 
-def _bundle(ws: Workspace, summary: dict, shipped: Trained, exported: list[dict], golden: dict, extra: dict) -> None:
+def _bundle(ws: Workspace, summary: dict, shipped: Trained, exported: list[dict], golden: dict, extra: dict) -> bool:
+    """Writes work/bundle and checks it with `verify`, as an app team will; False (and no bundle) when it fails."""
     from .package import write_bundle
 
     r, data, work = ws.recipe, ws.data, ws.work
@@ -342,9 +344,37 @@ def _bundle(ws: Workspace, summary: dict, shipped: Trained, exported: list[dict]
                                 "rows": {s.name: len(s) for s in data.splits()}},
                        "model": {"original": ws.source, "shipped": shipped.name, "layers": summary["shipped"]["layers"],
                                  "params": summary["shipped"]["params"]}})
+    if not _self_verify(work / "bundle", summary["artifacts"], len(golden["texts"])):
+        return False
     if r.compress.archive:  # one compressed file; runtime_py.load / verify unpack it transparently
         from runtime_py.archive import pack
 
         arc = pack(work / "bundle", work / f"bundle.tar.{r.compress.archive}")
         summary["archive"] = {"file": arc.name, "bytes": arc.stat().st_size,
                               "bundle_bytes": sum(f.stat().st_size for f in (work / "bundle").iterdir())}
+    return True
+
+
+def _self_verify(bundle: Path, results: list[dict], rows: int) -> bool:
+    """`toolformer verify` of the staged bundle. Parity judged many validation rows; verify re-judges each
+    artifact on the few golden rows the bundle carries, where a near-tied model's statistics are noisier.
+    A build that passes must leave a bundle that verifies: a failure is added to that artifact's parity
+    row (reason prefixed "verify on the golden rows") and the bundle removed."""
+    import shutil
+
+    from runtime_py.verify import verify_bundle
+
+    report = verify_bundle(bundle)
+    if report["passed"]:
+        return True
+    by_file = {a["file"]: a for a in results}
+    for row in report["artifacts"]:
+        if not row["passed"] and row["file"] in by_file:
+            res = by_file[row["file"]]
+            res["passed"] = False
+            res["reasons"] = res.get("reasons", []) + [f"verify on the {rows} golden rows (parity.golden_size): " + "; ".join(row["reasons"])]
+    if all(a["passed"] for a in results):  # a bundle-level problem only (none is expected from a fresh build)
+        for a in results:
+            a["passed"], a["reasons"] = False, a.get("reasons", []) + [f"verify: {x}" for x in report["problems"]]
+    shutil.rmtree(bundle)
+    return False
