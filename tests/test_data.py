@@ -37,6 +37,26 @@ def test_string_labels_sorted_and_validation_carved(tmp_path):
     assert d2.validation.texts == d.validation.texts  # seeded
 
 
+
+def test_held_out_test_split_carved_from_train(tmp_path):
+    """data.test_fraction: a seeded held-out split carved first, disjoint from train and validation, the same rows
+    whether validation is carved or given; refused next to a data.test file."""
+    lines = "text,label\n" + "".join(f"row {i},{'b' if i % 3 else 'a'}\n" for i in range(100))
+    t = str(write(tmp_path / "t.csv", lines))
+    v = str(write(tmp_path / "v.csv", "text,label\nx,a\ny,b\n"))
+    d = load_dataset(cfg(train=t, test_fraction=0.2), seed=3)
+    assert (len(d.train), len(d.validation), len(d.test)) == (72, 8, 20) and d.test.name == "test"
+    assert not set(d.test.texts) & (set(d.train.texts) | set(d.validation.texts))
+    assert any(n.startswith("test held out from train: 20 rows") for n in d.notes)
+    given = load_dataset(cfg(train=t, validation=v, test_fraction=0.2), seed=3)
+    assert given.test.texts == d.test.texts and len(given.train) == 80
+    assert load_dataset(cfg(train=t, test_fraction=0.2), seed=4).test.texts != d.test.texts  # seeded
+    assert load_dataset(cfg(train=t), seed=3).test is None
+    with pytest.raises(UsageError, match="test_fraction carves a test split from train"):
+        cfg(train=t, test=v, test_fraction=0.1)
+    with pytest.raises(UsageError, match=r"test_fraction must be in \[0, 1\)"):
+        cfg(test_fraction=1.0)
+
 def test_integer_labels_sort_numerically_and_pairs(tmp_path):
     lines = "s1\ts2\tlabel\n" + "".join(f"a{i}\tb{i}\t{i % 11}\n" for i in range(44))
     d = load_dataset(cfg(train=str(write(tmp_path / "p.tsv", lines)), text_column="s1", text_pair_column="s2"), seed=0)

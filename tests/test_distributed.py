@@ -222,10 +222,17 @@ def test_finetune_command_writes_a_loadable_checkpoint(still_model_dir, tmp_path
     from toolchain import recipe as recipe_mod
     from toolchain.pipeline import finetune as finetune_original
 
-    r = recipe_mod.build(tiny_recipe_dict(still_model_dir, tmp_path / "unused", train={"epochs": 1.0}))
+    from toolchain.data import load_dataset
+
+    # A held-out split carved from train (data.test_fraction) is scored once after training and recorded.
+    r = recipe_mod.build(tiny_recipe_dict(still_model_dir, tmp_path / "unused", train={"epochs": 1.0},
+                                          data={"test_fraction": 0.1}))
     out = tmp_path / "ckpt"
     res = finetune_original(r, out)
     assert res.processes == 1 and res.device == "cpu"
+    held = load_dataset(r.data, r.train.seed).test
+    assert res.test_rows == len(held) > 0 and 0.0 <= res.test_accuracy <= 1.0
+    assert json.loads((out / "train_result.json").read_text())["test_accuracy"] == res.test_accuracy
     names = {p.name for p in out.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "train_result.json", "recipe.toml"} <= names
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no staging left, nothing at recipe.out

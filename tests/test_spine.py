@@ -151,7 +151,9 @@ def test_build_never_ships_a_bundle_its_own_verify_fails(tiny_model_dir, tmp_pat
     from helpers import onnx_recipe_dict
     from toolchain import package
 
-    d = onnx_recipe_dict(tiny_model_dir, tmp_path / "out", export={"precisions": ["fp32"]}, train={"epochs": 1.0})
+    # data.test_fraction too: the summary of a failed build still scores both models on the held-out rows.
+    d = onnx_recipe_dict(tiny_model_dir, tmp_path / "out", export={"precisions": ["fp32"]}, train={"epochs": 1.0},
+                         data={"test_fraction": 0.1})
     f = tmp_path / "r.toml"
     f.write_text(tomli_w.dumps(d))
     real = package.write_bundle
@@ -171,5 +173,8 @@ def test_build_never_ships_a_bundle_its_own_verify_fails(tiny_model_dir, tmp_pat
     assert not (out / "bundle").exists() and not list(out.glob(".bundle*"))
     parity = json.loads((out / "parity.json").read_text())
     assert parity["passed"] is False and not parity["artifacts"][0]["passed"]
-    assert json.loads((out / "summary.json").read_text())["passed"] is False
-    assert "Verdict: **FAIL**" in (out / "report.md").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["passed"] is False and summary["data"]["test"] > 0
+    assert all(0.0 <= summary[m]["test_accuracy"] <= 1.0 for m in ("original", "shipped"))
+    report = (out / "report.md").read_text()
+    assert "Verdict: **FAIL**" in report and "Test accuracy of the shipped model (PyTorch): " in report and ", of the original: " in report

@@ -91,6 +91,10 @@ def test_sample_loads_conll_train_jsonl_dev():
     assert len(ds.train) == 120 and len(ds.validation) == 40
     assert all(len(w) == len(t) for w, t in zip(ds.train.texts, ds.train.labels))
     assert ds.notes[0] == "tag scheme IOB2"
+    # data.test_fraction holds sentences out of train for tagging too (carved before anything else).
+    held = T.load_token_dataset(data_cfg(train=str(NER / "train.conll"), validation=str(NER / "dev.jsonl"), test_fraction=0.25), 0)
+    assert (len(held.train), len(held.test)) == (90, 30) and held.test.name == "test"
+    assert not {tuple(w) for w in held.test.texts} & {tuple(w) for w in held.train.texts}
 
 
 def test_json_array_and_column_names(tmp_path):

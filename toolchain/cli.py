@@ -346,6 +346,8 @@ def finetune(recipe, out, epochs, force, resume, **opts):
                f"{res.processes} process{'es' if res.processes > 1 else ''}  {res.examples_per_s:.1f} examples/s  "
                f"{res.method}{f' r={res.lora_r}' if res.method == 'lora' else ''}: {res.trainable_params:,} trainable "
                f"({100 * res.trainable_fraction:.2f}%)")
+    if res.test_accuracy is not None:
+        click.echo(f"original  held-out test accuracy {res.test_accuracy:.4f} on {res.test_rows} rows (chose nothing)")
     click.echo(f"checkpoint: {out}")
 
 

@@ -10,7 +10,7 @@ from .errors import DataError
 csv.field_size_limit(1 << 24)
 
 
-from .splits import Dataset, Split, carve_validation, limit_samples  # noqa: E402,F401  (types re-exported)
+from .splits import Dataset, Split, carve_test, carve_validation, limit_samples  # noqa: E402,F401  (types re-exported)
 
 
 def _format_of(path: Path) -> str:
@@ -167,6 +167,7 @@ def load_dataset(cfg, seed: int) -> Dataset:
     tr_ids = _to_ids(tr_raw, labels, train_path, "train")
     train = Split("train", tr_texts, tr_ids, str(train_path))
     notes = []
+    train, test = carve_test(train, cfg, seed, train_path, notes)
     validation_file = cfg.validation or ("" if cfg.train else str(SAMPLE_DIR / "dev.csv"))
     if validation_file:
         vp = Path(validation_file)
@@ -175,7 +176,6 @@ def load_dataset(cfg, seed: int) -> Dataset:
     else:
         train, validation, note = carve_validation(train, cfg.validation_fraction, seed, train_path)
         notes.append(note)
-    test = None
     if cfg.test:
         tp = Path(cfg.test)
         t_texts, t_raw = _read_split(tp, "test", cfg)

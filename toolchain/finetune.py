@@ -77,6 +77,9 @@ class TrainResult:
     trainable_params: int = 0
     total_params: int = 0
     trainable_fraction: float = 0.0
+    # Accuracy on the held-out split (data.test or data.test_fraction), scored once after training; None: no such split.
+    test_accuracy: float | None = None
+    test_rows: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -195,8 +195,14 @@ def finetune(r, out, force: bool = False, resume: bool = False):
                 print(f"[toolformer] fine-tune original: {source} on {len(data.train)} rows, {r.train.epochs:g} epochs", flush=True)
             from .lora import train_original  # full fine-tuning or LoRA (merged into a plain checkpoint)
 
-            _, res = train_original(model, r, data.train, data.validation, encoder, TrainConfig.from_recipe(r, "train"),
-                                    work if main else Path(scratch) / "unused", save=main)
+            trained, res = train_original(model, r, data.train, data.validation, encoder, TrainConfig.from_recipe(r, "train"),
+                                          work if main else Path(scratch) / "unused", save=main)
+            if main and data.test is not None:  # held-out (data.test or data.test_fraction): scored once, chooses nothing
+                from .finetune import evaluate
+
+                res.test_accuracy = float(evaluate(trained, data.test, encoder, r.train.eval_batch_size))
+                res.test_rows = len(data.test)
+                (work / "train_result.json").write_text(json.dumps(res.to_dict(), indent=2))
         if not hand.meet():
             hand.release()  # wait for the main process to finish writing
             return None

@@ -44,6 +44,8 @@ class DataSection:
     label_column: list = _f(["label"], "Label column (integers or strings); alternatives allowed.")
     labels: list = _f([], "Label order for the head; empty = sorted labels seen in training.")
     validation_fraction: float = _f(0.1, "Share of train carved out as validation when none is given.")
+    test_fraction: float = _f(0.0, "Share of train carved out first as a held-out test split (seeded; 0 = none; not with "
+                                   "data.test): scored at the end, never used to choose anything.")
     max_train_samples: int = _f(0, "Seeded subset of train (0 = all); CPU fine-tuning budgets need it.")
     max_eval_samples: int = _f(0, "Cap on validation/test rows used (0 = all).")
 
@@ -402,6 +404,9 @@ def _check_ranges(r: Recipe) -> None:
         (r.student.layer_selection in ("bottom", "top", "evenly", "explicit"),
          f"student.layer_selection must be bottom, top, evenly or explicit, got {r.student.layer_selection!r}"),
         (0.0 < r.data.validation_fraction < 1.0, "data.validation_fraction must be between 0 and 1"),
+        (0.0 <= r.data.test_fraction < 1.0, "data.test_fraction must be in [0, 1)"),
+        (not (r.data.test_fraction and r.data.test), "data.test_fraction carves a test split from train; it cannot be "
+                                                     "given with a data.test file"),
         (r.data.task in ("sequence-classification", "token-classification"),
          f"data.task must be sequence-classification or token-classification, got {r.data.task!r}"),
         (r.data.format in ("", "conll", "jsonl"), f"data.format must be '', conll or jsonl, got {r.data.format!r}"),

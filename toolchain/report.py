@@ -30,7 +30,8 @@ def write_markdown(summary: dict, path: Path) -> None:
     if s["model"] != "original":
         lines.append(f"| {s['model']} (shipped) | {s['layers']} | {s['params']:,} | {_pct(s['val_accuracy'])} |")
     if s.get("test_accuracy") is not None:
-        lines += ["", f"Test accuracy of the shipped model (PyTorch): {_pct(s['test_accuracy'])}"]
+        lines += ["", f"Test accuracy of the shipped model (PyTorch): {_pct(s['test_accuracy'])}"
+                      + (f", of the original: {_pct(o['test_accuracy'])}" if o.get("test_accuracy") is not None else "")]
     lines += training_lines(summary)
     lines += [
         "",

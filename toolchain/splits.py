@@ -56,6 +56,34 @@ def carve_validation(train: Split, fraction: float, seed: int, path, unit: str =
     return rest, validation, f"validation carved from train: {n_val} {unit} (fraction {fraction}, seed {seed})"
 
 
+def carve_test(train: Split, cfg, seed: int, path, notes: list, unit: str = "rows") -> tuple[Split, Split | None]:
+    """(train, held-out test or None) under data.test_fraction. Carved before validation, so the held-out rows are
+    the same whether validation is carved or given, and by distinct text: every copy of a text goes to the same
+    side (SST-2's train file repeats some phrases), so no held-out text was trained on."""
+    fraction = getattr(cfg, "test_fraction", 0)
+    if not fraction:
+        return train, None
+    rows: dict = {}
+    for i, t in enumerate(train.texts):
+        rows.setdefault(tuple(t) if isinstance(t, list) else t, []).append(i)
+    keys = list(rows)
+    random.Random(seed + 1).shuffle(keys)  # another seed than validation's carve
+    want, held = max(1, int(round(len(train) * fraction))), []
+    for k in keys:
+        if len(held) >= want:
+            break
+        held += rows[k]
+    if len(train) - len(held) < 2:
+        raise DataError(f"{path}: too few {unit} ({len(train)}) to carve a test split; lower data.test_fraction")
+    hs = set(held)
+    cls = type(train)
+    test = cls("test", [train.texts[i] for i in sorted(hs)], [train.labels[i] for i in sorted(hs)],
+               f"{path} (held out {len(hs)} {unit}, seed {seed + 1})")
+    rest = [i for i in range(len(train)) if i not in hs]
+    notes.append(f"test held out from train: {len(hs)} {unit}, no text also left in train (fraction {fraction}, seed {seed + 1})")
+    return cls("train", [train.texts[i] for i in rest], [train.labels[i] for i in rest], str(path)), test
+
+
 def limit_samples(train: Split, validation: Split, test: Split | None, cfg, seed: int, notes: list,
                   unit: str = "rows") -> tuple[Split, Split, Split | None]:
     """Seeded subsets under data.max_train_samples / max_eval_samples; a cut training split is noted."""

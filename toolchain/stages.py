@@ -283,6 +283,9 @@ def _summary(ws: Workspace, original: Trained, shipped: Trained, checked: Checke
 
     r, data = ws.recipe, ws.data
     test_acc = float(ws.evaluate(shipped.model, shipped.encoder, data.test)) if data.test is not None else None
+    # The original on the same held-out rows, so the share it keeps is read on data that chose nothing.
+    orig_test = (test_acc if shipped is original else float(ws.evaluate(original.model, original.encoder, data.test))) \
+        if data.test is not None else None
     from .tasks import token as token_task
 
     tok_task = token_task.is_token(data)
@@ -293,7 +296,8 @@ def _summary(ws: Workspace, original: Trained, shipped: Trained, checked: Checke
         "labels": data.labels,
         "data": {"train": len(data.train), "validation": len(data.validation), "test": len(data.test) if data.test else 0,
                  "truncated_texts": truncated, "notes": data.notes, "sources": {s.name: s.source for s in data.splits()}},
-        "original": {"source": ws.source, "val_accuracy": original.val_accuracy, "params": count_params(original.model),
+        "original": {"source": ws.source, "val_accuracy": original.val_accuracy, "test_accuracy": orig_test,
+                     "params": count_params(original.model),
                      "layers": original.model.config.num_hidden_layers, "train": original.train.to_dict() if original.train else None},
         "shipped": {"model": shipped.name, "params": count_params(shipped.model), "layers": shipped.model.config.num_hidden_layers,
                     "val_accuracy": ws.evaluate(shipped.model, shipped.encoder), "test_accuracy": test_acc,

@@ -12,7 +12,7 @@ import numpy as np
 
 from runtime_py.token import TOKEN_TASK, chunks, compare_rows, encode_words, real_positions
 
-from ..splits import Dataset, Split, carve_validation, limit_samples
+from ..splits import Dataset, Split, carve_test, carve_validation, limit_samples
 from ..errors import DataError
 
 IGNORE = -100  # positions left out of the loss: specials, padding and every sub-token but a word's first
@@ -241,6 +241,7 @@ def load_token_dataset(cfg, seed: int) -> Dataset:
     if len(order) < 2:
         raise DataError(f"{train_path}: training data has a single tag ({order[0]!r}); a tagger needs at least two")
     train = _split_from("train", train_path, tr, scheme, order, notes)
+    train, test = carve_test(train, cfg, seed, train_path, notes, unit="sentences")
     if cfg.validation:
         vp = Path(cfg.validation)
         vs = read_sentences(vp, cfg)
@@ -249,7 +250,6 @@ def load_token_dataset(cfg, seed: int) -> Dataset:
     else:
         train, validation, note = carve_validation(train, cfg.validation_fraction, seed, train_path, unit="sentences")
         notes.append(note)
-    test = None
     if cfg.test:
         tp = Path(cfg.test)
         test = _split_from("test", tp, read_sentences(tp, cfg), scheme, order, notes)
