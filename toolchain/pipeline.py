@@ -163,7 +163,7 @@ def finetune(r, out, force: bool = False, resume: bool = False):
     from . import model as model_mod
     from . import recipe as recipe_mod
     from . import staging
-    from .finetune import TrainConfig, seed_everything, train
+    from .finetune import TrainConfig, evaluate, seed_everything, train
 
     dist.init(r.train.device)
     source, data, _ = preflight(r)
@@ -198,8 +198,6 @@ def finetune(r, out, force: bool = False, resume: bool = False):
             trained, res = train_original(model, r, data.train, data.validation, encoder, TrainConfig.from_recipe(r, "train"),
                                           work if main else Path(scratch) / "unused", save=main)
             if main and data.test is not None:  # held-out (data.test or data.test_fraction): scored once, chooses nothing
-                from .finetune import evaluate
-
                 res.test_accuracy = float(evaluate(trained, data.test, encoder, r.train.eval_batch_size))
                 res.test_rows = len(data.test)
                 (work / "train_result.json").write_text(json.dumps(res.to_dict(), indent=2))

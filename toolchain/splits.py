@@ -23,8 +23,12 @@ class Split:
         """A seeded random subset of at most n rows (n <= 0 keeps all)."""
         if n <= 0 or n >= len(self):
             return self
-        idx = sorted(random.Random(seed).sample(range(len(self)), n))
-        return type(self)(self.name, [self.texts[i] for i in idx], [self.labels[i] for i in idx], self.source)
+        return self.take(sorted(random.Random(seed).sample(range(len(self)), n)))
+
+    def take(self, idx, name: str | None = None, source: str | None = None) -> "Split":
+        """The rows at `idx`, in that order, as a split of this one's type (its name and source unless given)."""
+        return type(self)(name or self.name, [self.texts[i] for i in idx], [self.labels[i] for i in idx],
+                          self.source if source is None else source)
 
 
 @dataclass
@@ -48,11 +52,8 @@ def carve_validation(train: Split, fraction: float, seed: int, path, unit: str =
     n_val = max(1, int(round(len(idx) * fraction)))
     if len(idx) - n_val < 2:
         raise DataError(f"{path}: too few {unit} ({len(idx)}) to carve a validation split; give --validation")
-    vi, ti = sorted(idx[:n_val]), sorted(idx[n_val:])
-    cls = type(train)
-    validation = cls("validation", [train.texts[i] for i in vi], [train.labels[i] for i in vi],
-                     f"{path} (carved {n_val} {unit}, seed {seed})")
-    rest = cls("train", [train.texts[i] for i in ti], [train.labels[i] for i in ti], str(path))
+    validation = train.take(sorted(idx[:n_val]), "validation", f"{path} (carved {n_val} {unit}, seed {seed})")
+    rest = train.take(sorted(idx[n_val:]), "train", str(path))
     return rest, validation, f"validation carved from train: {n_val} {unit} (fraction {fraction}, seed {seed})"
 
 
@@ -60,7 +61,7 @@ def carve_test(train: Split, cfg, seed: int, path, notes: list, unit: str = "row
     """(train, held-out test or None) under data.test_fraction. Carved before validation, so the held-out rows are
     the same whether validation is carved or given, and by distinct text: every copy of a text goes to the same
     side (SST-2's train file repeats some phrases), so no held-out text was trained on."""
-    fraction = getattr(cfg, "test_fraction", 0)
+    fraction = cfg.test_fraction
     if not fraction:
         return train, None
     rows: dict = {}
@@ -76,12 +77,10 @@ def carve_test(train: Split, cfg, seed: int, path, notes: list, unit: str = "row
     if len(train) - len(held) < 2:
         raise DataError(f"{path}: too few {unit} ({len(train)}) to carve a test split; lower data.test_fraction")
     hs = set(held)
-    cls = type(train)
-    test = cls("test", [train.texts[i] for i in sorted(hs)], [train.labels[i] for i in sorted(hs)],
-               f"{path} (held out {len(hs)} {unit}, seed {seed + 1})")
-    rest = [i for i in range(len(train)) if i not in hs]
+    test = train.take(sorted(hs), "test", f"{path} (held out {len(hs)} {unit}, seed {seed + 1})")
+    rest = train.take([i for i in range(len(train)) if i not in hs], "train", str(path))
     notes.append(f"test held out from train: {len(hs)} {unit}, no text also left in train (fraction {fraction}, seed {seed + 1})")
-    return cls("train", [train.texts[i] for i in rest], [train.labels[i] for i in rest], str(path)), test
+    return rest, test
 
 
 def limit_samples(train: Split, validation: Split, test: Split | None, cfg, seed: int, notes: list,

@@ -205,9 +205,13 @@ def parity(ws: Workspace, original: Trained, shipped: Trained, exported: list[di
         art["parity"] = {k: res[k] for k in ("passed", "vs_reference", "vs_original", "accuracy", "original_accuracy", "examples", "seq_lens")}
         results.append({"artifact": f"{art['format']}-{art['precision']}", "file": art["path"].name, **res})
     passed = all(x["passed"] for x in results)
-    (ws.work / "parity.json").write_text(json.dumps({"passed": passed, "artifacts": results}, indent=2))
+    _write_parity(ws, passed, results)
     ws.log.end(passed=passed)
     return Checked(passed, results)
+
+
+def _write_parity(ws: Workspace, passed: bool, results: list) -> None:
+    (ws.work / "parity.json").write_text(json.dumps({"passed": passed, "artifacts": results}, indent=2))
 
 
 def latency(ws: Workspace, original: Trained, shipped: Trained, exported: list[dict]) -> list:
@@ -243,7 +247,7 @@ def package(ws: Workspace, original: Trained, shipped: Trained, exported: list[d
 
         summary["passed"] = False
         report.write_markdown(summary, ws.work / "report.md")
-        (ws.work / "parity.json").write_text(json.dumps({"passed": False, "artifacts": checked.results}, indent=2))
+        _write_parity(ws, False, checked.results)
     ws.log.end()
     (ws.work / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
