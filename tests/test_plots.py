@@ -62,3 +62,25 @@ def test_accuracy_limits_show_the_spread():
     assert lo < 80 and 95 < hi <= 100 + 0.3 * 15 and hi - lo < 25
     lo, hi = accuracy_limits([100.0, 100.0])
     assert lo < 100 < hi <= 100.5
+
+
+def _search_report(points):
+    trials = [{"number": k, "params": {"num_layers": 1 + k % 3}, "latency_ms": ms, "val_accuracy": acc, "bytes": b,
+               "pareto": k % 2 == 0, "qualified": acc >= 0.5} for k, (ms, acc, b) in enumerate(points)]
+    return {"judged_by": {"target": "pytorch", "precision": "fp32", "seq_len": 32}, "trials": trials, "winner": 0,
+            "original": {"latency_ms": 1.0, "val_accuracy": 0.55, "bytes": 2e6}, "threshold": 0.5, "min_retention": 0.9}
+
+
+def test_crowded_search_plot_places_labels_apart_and_the_same_every_time():
+    """CI once failed on two search trials at nearly one point: adjustText ran against a clock (3 s), so a
+    loaded machine stopped it early. Now a fixed number of its steps, then a deterministic separation."""
+    from toolchain.search import figure
+
+    crowd = [(0.50, 0.50, 4e5), (0.50, 0.50, 4e5), (0.505, 0.501, 5e5), (0.51, 0.499, 3e5), (0.50, 0.52, 6e5),
+             (0.52, 0.50, 4e5), (0.49, 0.505, 2e5), (0.97, 0.51, 8e5)]
+    placed = []
+    for _ in range(2):
+        fig = figure(_search_report(crowd))
+        assert len(fig.toolformer_labels) == 9 and label_overlaps(fig, fig.toolformer_labels) == []
+        placed.append([t.get_position() for t in fig.toolformer_labels])
+    assert placed[0] == placed[1]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 COLORS = {"pytorch": "#444444", "executorch": "#1f77b4", "onnx": "#ff7f0e", "stage": "#2ca02c"}
 MARKERS = {"fp32": "s", "fp16": "D", "int8": "o"}
 MAX_AREA = 900.0  # points^2 of the largest marker
+ADJUST_STEPS = 400  # adjustText iterations (deterministic; separate() then guarantees no label overlaps)
 
 
 @dataclass
@@ -124,9 +125,13 @@ def tradeoff(ax, points: list[Point], *, xlabel: str, ylabel: str = "validation 
         u = up[i] or p.reference
         texts[i] = ax.text(p.x, p.y + (off(p) if u else -off(p)), p.label, fontsize=8, zorder=5, ha="center",
                            va="bottom" if u else "top", fontweight="bold" if p.reference else "normal")
+    # A fixed number of adjustText steps, not a time limit: the same figure on a slow or loaded machine
+    # (a 3 s limit ran 6,700 steps idle and far fewer under load, and left labels overlapping there).
     adjust_text(texts, x=[p.x for p in points], y=[p.y for p in points], ax=ax, expand=(1.2, 1.5),
-                force_text=(0.3, 0.6), force_static=(0.4, 0.8),
-                arrowprops=dict(arrowstyle="-", color="#777777", lw=0.6), time_lim=3)
+                force_text=(0.3, 0.6), force_static=(0.4, 0.8), iter_lim=ADJUST_STEPS)
+    for t, p in zip(texts, points):
+        t.toolformer_target = (p.x, p.y)  # finish() separates labels and draws leader lines on the final layout
+        t.toolformer_radius_px = math.sqrt(_area(p.size, biggest) * (2.2 if p.reference else 1.0)) / 2 * fig.dpi / 72
     # Key: marker area for round sizes, plus the reference.
     from matplotlib.lines import Line2D
 
@@ -138,13 +143,87 @@ def tradeoff(ax, points: list[Point], *, xlabel: str, ylabel: str = "validation 
 
 
 def finish(fig, ax, handles: list, texts: list, area_means: str):
-    """The house legend (right of the axes; marker area = `area_means`), tight layout, and the labels kept on
-    `fig.toolformer_labels` for label_overlaps; returns `fig`."""
+    """The house legend (right of the axes; marker area = `area_means`), tight layout, labels pulled apart
+    where they still overlap and their leader lines, and the labels kept on `fig.toolformer_labels`
+    for label_overlaps; returns `fig`."""
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, labelspacing=1.3,
               borderpad=0.8, title=f"marker area = {area_means}", title_fontsize=8)
     fig.tight_layout()
+    separate(fig, ax, texts)
+    _leaders(fig, ax, texts)
     fig.toolformer_labels = texts
     return fig
+
+
+def separate(fig, ax, texts, gap_px: float = 2.0, rounds: int = 300):
+    """Move labels vertically until no two drawn boxes overlap and, as far as that allows, none covers a
+    marker: for two overlapping labels the higher goes up and the lower down by half the overlap (plus
+    `gap_px`); a label on a marker moves off it, away from the marker's centre. Deterministic, and run
+    after the final layout, so what the tests measure is what the PNG shows."""
+    renderer = fig.canvas.get_renderer()
+    to_data = ax.transData.inverted()
+    markers = [(ax.transData.transform(t.toolformer_target), t.toolformer_radius_px) for t in texts
+               if getattr(t, "toolformer_target", None) is not None]
+
+    def shift(t, dy):
+        x, y = ax.transData.transform(t.get_position())
+        t.set_position(tuple(to_data.transform((x, y + dy))))
+
+    def clash(boxes):
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                a, b = boxes[i], boxes[j]
+                if a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 + gap_px and b.y0 < a.y1 + gap_px:
+                    return i, j
+        return None
+
+    def settle_labels():
+        for _ in range(rounds):
+            boxes = [t.get_window_extent(renderer) for t in texts]
+            pair = clash(boxes)
+            if pair is None:
+                return True
+            i, j = pair
+            a, b = boxes[i], boxes[j]
+            upper, lower = (i, j) if (a.y0 + a.y1, -i) >= (b.y0 + b.y1, -j) else (j, i)
+            dy = (min(a.y1, b.y1) - max(a.y0, b.y0) + gap_px) / 2 + 0.5
+            shift(texts[upper], dy)
+            shift(texts[lower], -dy)
+        return False
+
+    for _ in range(rounds):
+        if not settle_labels():
+            break
+        moved = False
+        for t in texts:
+            box = t.get_window_extent(renderer)
+            for (mx, my), r in markers:
+                if box.x0 < mx + r and mx - r < box.x1 and box.y0 < my + r and my - r < box.y1:
+                    up = (box.y0 + box.y1) / 2 >= my
+                    shift(t, (my + r + gap_px - box.y0) if up else (my - r - gap_px - box.y1))
+                    moved = True
+                    break
+        if not moved:
+            return
+    settle_labels()  # labels never overlap one another, whatever the markers left
+
+
+def _leaders(fig, ax, texts, min_px: float = 5.0):
+    """A thin line from each label to its point where the label sits away from it."""
+    from matplotlib.patches import FancyArrowPatch
+
+    renderer = fig.canvas.get_renderer()
+    for t in texts:
+        target = getattr(t, "toolformer_target", None)
+        if target is None:
+            continue
+        box = t.get_window_extent(renderer)
+        tx, ty = ax.transData.transform(target)
+        dx = max(box.x0 - tx, 0.0, tx - box.x1)
+        dy = max(box.y0 - ty, 0.0, ty - box.y1)
+        if max(dx, dy) >= min_px:
+            ax.add_patch(FancyArrowPatch(posA=t.get_position(), posB=target, patchA=t, transform=ax.transData,
+                                         arrowstyle="-", color="#777777", lw=0.6, zorder=2))
 
 
 def label_overlaps(fig, texts) -> list[tuple[str, str]]:
