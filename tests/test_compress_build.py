@@ -10,7 +10,8 @@ import pytest
 from helpers import run_cli, tiny_recipe_dict
 
 COMPRESS = {"prune_heads": 0.5, "prune_ffn": 0.5, "prune_steps": 2, "recovery_epochs": 1.0, "sparsity": 0.3,
-            "prune_vocab": True, "prune_positions": True, "archive": "zst", "hidden_weight": 1.0, "attention_weight": 1.0}
+            "prune_vocab": True, "prune_positions": True, "archive": "zst", "hidden_weight": 1.0, "attention_weight": 1.0,
+            "augment": 1, "augment_prob": 0.3}
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,9 @@ def test_stages_recorded_and_shrinking(compressed):
     assert rows[4]["zstd_bytes"] < rows[2]["zstd_bytes"]  # real zeros compress
     assert all(isinstance(r["val_accuracy"], float) for r in rows)
     assert summary["shipped"]["params"] == rows[-1]["params"]
+    # compress.augment = 1: the student trained on the 160 training rows plus a perturbed copy of (nearly) each.
+    aug = summary["compression"]["facts"]["augment"]
+    assert aug["train_rows"] == 160 and 160 < aug["transfer_rows"] <= 320
 
 
 def test_pruned_student_exports_to_both_targets_and_passes_parity(compressed):

@@ -136,6 +136,9 @@ class CompressSection:
     hidden_weight: float = _f(0.0, "Weight of hidden-state MSE between mapped layers (TinyBERT-style; runs the teacher every step).")
     attention_weight: float = _f(0.0, "Weight of attention-map MSE between mapped layers and kept heads (eager attention).")
     layer_map: str = _f("uniform", "Student→teacher layer map: uniform (j → (j+1)·T/S−1) | kept (the layer it was copied from).")
+    augment: int = _f(0, "Perturbed copies of each training text added to the student's transfer set, labelled by the "
+                         "teacher (distillation only; sentence tasks): words deleted, swapped, masked or replaced.")
+    augment_prob: float = _f(0.1, "Per-word probability of a perturbation in an augmented copy, in (0, 1).")
     prune_heads: float = _f(0.0, "Attention heads removed per layer: fraction in [0, 1) or a whole count >= 1.")
     prune_ffn: float = _f(0.0, "FFN intermediate neurons removed per layer: fraction in [0, 1) or a whole count >= 1.")
     prune_importance: str = _f("gradient", "Ranking for heads/neurons: gradient (Michel et al., 2019) | magnitude.")
@@ -159,6 +162,9 @@ class CompressSection:
             (0.0 <= self.alpha <= 1.0, "compress.alpha must be in [0, 1]"),
             (self.hidden_weight >= 0 and self.attention_weight >= 0, "compress.hidden_weight and attention_weight must be >= 0"),
             (self.layer_map in ("uniform", "kept"), f"compress.layer_map must be uniform or kept, got {self.layer_map!r}"),
+            (isinstance(self.augment, int) and self.augment >= 0, "compress.augment must be a whole number of copies >= 0"),
+            (0.0 < self.augment_prob < 1.0, "compress.augment_prob must be in (0, 1)"),
+            (not (self.augment and not self.distill), "compress.augment needs compress.distill = true (the teacher labels the copies)"),
             (all(v >= 0 and (v < 1 or v == int(v)) for v in (self.prune_heads, self.prune_ffn)),
              "compress.prune_heads / prune_ffn must be a fraction in [0, 1) or a whole count >= 1"),
             (self.prune_importance in ("gradient", "magnitude"), f"compress.prune_importance must be gradient or magnitude, got {self.prune_importance!r}"),

@@ -62,6 +62,7 @@ class _Run:
     rows: list
     train_cfg: TrainConfig
     distiller: object
+    train_split: object = None  # the transfer set: the training split, plus augmented copies under compress.augment
 
     def measure(self, stage: str, encoder=None, **extra) -> dict:
         r = self.ws.recipe
@@ -72,7 +73,8 @@ class _Run:
         ws = self.ws
         cfg = dataclasses.replace(self.train_cfg, epochs=epochs)
         with (self.distiller or contextlib.nullcontext()):
-            return train(self.student, ws.data.train, ws.data.validation, ws.encoder, cfg, ws.work / out, desc, loss_fn=self.distiller)
+            return train(self.student, self.train_split or ws.data.train, ws.data.validation, ws.encoder, cfg, ws.work / out, desc,
+                         loss_fn=self.distiller)
 
 
 def make_student(ws, original, orig_acc: float) -> StudentResult:
@@ -93,6 +95,8 @@ def make_student(ws, original, orig_acc: float) -> StudentResult:
     dcfg = DistillConfig(temperature=c.temperature, alpha=c.alpha, hidden_weight=c.hidden_weight,
                          attention_weight=c.attention_weight, layer_map=c.layer_map)
     run.distiller = Distiller(original, student, dcfg) if c.distill else None
+    if c.augment:
+        run.train_split = _augmented(ws)
     if c.prune_heads or c.prune_ffn:
         _prune(run)
     if c.sparsity:
@@ -101,6 +105,9 @@ def make_student(ws, original, orig_acc: float) -> StudentResult:
     st_res = _train(run)
     emb.requires_grad_(True)
     facts = {"layers": keep, "distill": dataclasses.asdict(dcfg) if run.distiller else None}
+    if run.train_split is not None:
+        facts["augment"] = {"copies": c.augment, "prob": c.augment_prob, "train_rows": len(ws.data.train),
+                            "transfer_rows": len(run.train_split)}
     ship_tok = _vocab(run, facts) if c.prune_vocab else ws.tok_file
     if c.prune_positions:
         from runtime_py.tokenize import TextEncoder
@@ -110,6 +117,21 @@ def make_student(ws, original, orig_acc: float) -> StudentResult:
         run.measure("positions", TextEncoder(ship_tok, r.train.max_seq_len, input_names=ws.encoder.input_names), old_positions=n0)
     _save(run, ship_tok)
     return StudentResult(run.student, ship_tok, st_res, rows, facts)
+
+
+def _augmented(ws):
+    """The training split plus compress.augment perturbed copies of each text (seeded by train.seed)."""
+    from .compress import augment
+    from .errors import UsageError
+    from .tasks.token import is_token
+
+    r, c = ws.recipe, ws.recipe.compress
+    if is_token(ws.data):
+        raise UsageError("compress.augment works for sentence and pair tasks; a token task's tags cannot follow deleted or swapped words")
+    ws.log.start("student: augment", f"{c.augment} copies per text, word perturbation p={c.augment_prob:g}")
+    split, added = augment.augment(ws.data.train, c.augment, c.augment_prob, r.train.seed, augment.mask_token(ws.tok_file))
+    ws.log.end(rows=len(split), added=added)
+    return split
 
 
 def _layers_to_keep(r, total: int) -> list[int]:
