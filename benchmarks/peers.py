@@ -113,6 +113,28 @@ def accuracy(fn, encoder, texts: list, ys: np.ndarray, batch: int) -> float:
     return float((np.concatenate(preds) == ys).mean())
 
 
+def heldout_split(recipe_path: Path, labels: list):
+    """(texts, label ids, where) of the recipe's held-out split -- carved from train exactly as the build carved
+    it (data.test_fraction, seeded) or read from data.test -- or None when the recipe holds nothing out."""
+    if not recipe_path.is_file():
+        return None
+    from toolchain import recipe as recipe_mod
+    from toolchain.data import load_dataset
+
+    r = recipe_mod.load(recipe_path)
+    if not (r.data.test_fraction or r.data.test):
+        return None
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # recipe paths are relative to the repository root
+    try:
+        ds = load_dataset(r.data, r.train.seed)
+    finally:
+        os.chdir(cwd)
+    if [str(x) for x in ds.labels] != [str(x) for x in labels]:
+        sys.exit(f"{recipe_path}: labels {ds.labels} differ from the bundle's {labels}")
+    return ds.test.texts, np.asarray(ds.test.labels), ds.test.source
+
+
 def headline_pairs(names: list) -> list:
     """(toolformer subject, peer) pairs the issue asks for: ONNX int8 and ExecuTorch."""
     tf = [n for n in names if n.startswith("toolformer ")]
@@ -147,6 +169,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=32, help="the larger batch (capped by the bundle's export.max_batch)")
     ap.add_argument("--warmup-rounds", type=int, default=10)
     ap.add_argument("--max-examples", type=int, default=0, help="dev rows for accuracy (0 = all)")
+    ap.add_argument("--recipe", type=Path, help="recipe whose held-out split (data.test_fraction or data.test) every subject is "
+                                               "also scored on (default: the bundle's recipe.toml, when it has one)")
     ap.add_argument("--cache", type=Path, default=peer_env.DEFAULT_CACHE)
     ap.add_argument("--rebuild-peers", action="store_true")
     ap.add_argument("--no-original", action="store_true", help="leave the eager PyTorch original out")
@@ -195,6 +219,13 @@ def main(argv=None) -> int:
     for name, (_, fn) in subjects.items():
         acc[name] = accuracy(fn, encoders[enc_of[name]], texts, ys, big)
         peer_env.log(f"  {name}: {acc[name]:.4f}")
+    held = heldout_split(a.recipe or a.build / "bundle" / "recipe.toml", manifest["labels"])
+    held_acc = {}
+    if held:
+        peer_env.log(f"held-out accuracy on {len(held[0])} rows ({held[2]})")
+        for name, (_, fn) in subjects.items():
+            held_acc[name] = accuracy(fn, encoders[enc_of[name]], held[0], held[1], big)
+            peer_env.log(f"  {name}: {held_acc[name]:.4f}")
 
     # Each round holds the same texts encoded by both tokenizers; a runner picks its own (a dict lookup).
     runners = {n: (lambda fn, k: lambda arrays: fn(arrays[k]))(fn, enc_of[n]) for n, (_, fn) in subjects.items()}
@@ -215,7 +246,7 @@ def main(argv=None) -> int:
 
     rows = []
     for name, (info, _) in subjects.items():
-        rows.append({"name": name, **info, "accuracy": acc[name],
+        rows.append({"name": name, **info, "accuracy": acc[name], "heldout_accuracy": held_acc.get(name),
                      **{f"{k}_{m}": v for k in times for m, v in summary_ms(times[k][name]).items()}})
     names = list(subjects)
     pairs = []
@@ -224,22 +255,34 @@ def main(argv=None) -> int:
             pairs.append({"toolformer": tf, "peer": pe,
                           "ratio_b1": pairwise_ratio(times["b1"][tf], times["b1"][pe]),
                           "ratio_b32": pairwise_ratio(times["b32"][tf], times["b32"][pe]),
-                          "toolformer_accuracy": acc[tf], "peer_accuracy": acc[pe]})
+                          "toolformer_accuracy": acc[tf], "peer_accuracy": acc[pe],
+                          "toolformer_heldout_accuracy": held_acc.get(tf), "peer_heldout_accuracy": held_acc.get(pe),
+                          "size_ratio": subjects[tf][0]["bytes"] / subjects[pe][0]["bytes"]})
     head = headline_pairs(names)
 
     print(f"## Peer comparison: {a.build} on {a.dev} ({len(texts)} rows)\n")
     print(machine_line(a.threads))
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
     print(f"peer environment: {', '.join(f'{k} {v}' for k, v in peer_versions.items())}\n")
+    ho = bool(held_acc)
+
+    def pct(v):
+        return "-" if v is None else f"{100 * v:.2f}%"
     print(markdown_table(
-        ["subject", "model", "format", "prec", "size MB", "dev acc", "b1 p50 ms", "b1 p90 ms", f"b{big} p50 ms", f"b{big} p90 ms"],
-        [[r["name"], r["model"], r["format"], r["precision"], f"{r['bytes'] / 1e6:.1f}", f"{100 * r['accuracy']:.2f}%",
-          f"{r['b1_p50_ms']:.2f}", f"{r['b1_p90_ms']:.2f}", f"{r['b32_p50_ms']:.1f}", f"{r['b32_p90_ms']:.1f}"] for r in rows]))
-    print("\nToolformer latency / peer latency (median of per-round ratios; < 1 = Toolformer faster):\n")
-    print(markdown_table(["toolformer", "peer", "b1 ratio", f"b{big} ratio", "toolformer acc", "peer acc"],
-                         [[p["toolformer"], p["peer"], f"{p['ratio_b1']:.3f}", f"{p['ratio_b32']:.3f}",
-                           f"{100 * p['toolformer_accuracy']:.2f}%", f"{100 * p['peer_accuracy']:.2f}%"] for p in pairs
-                          if (p["toolformer"], p["peer"]) in head]))
+        ["subject", "model", "format", "prec", "size MB", "dev acc"] + (["held-out acc"] if ho else [])
+        + ["b1 p50 ms", "b1 p90 ms", f"b{big} p50 ms", f"b{big} p90 ms"],
+        [[r["name"], r["model"], r["format"], r["precision"], f"{r['bytes'] / 1e6:.1f}", pct(r["accuracy"])]
+         + ([pct(r["heldout_accuracy"])] if ho else [])
+         + [f"{r['b1_p50_ms']:.2f}", f"{r['b1_p90_ms']:.2f}", f"{r['b32_p50_ms']:.1f}", f"{r['b32_p90_ms']:.1f}"] for r in rows]))
+    if ho:
+        print(f"\nheld-out: {len(held[0])} rows of {held[2]}, carved before training and never used to choose a setting")
+    print("\nToolformer latency / peer latency (median of per-round ratios; < 1 = Toolformer faster), size ratio:\n")
+    print(markdown_table(["toolformer", "peer", "b1 ratio", f"b{big} ratio", "size ratio", "toolformer dev", "peer dev"]
+                         + (["toolformer held-out", "peer held-out"] if ho else []),
+                         [[p["toolformer"], p["peer"], f"{p['ratio_b1']:.3f}", f"{p['ratio_b32']:.3f}", f"{p['size_ratio']:.3f}",
+                           pct(p["toolformer_accuracy"]), pct(p["peer_accuracy"])]
+                          + ([pct(p["toolformer_heldout_accuracy"]), pct(p["peer_heldout_accuracy"])] if ho else [])
+                          for p in pairs if (p["toolformer"], p["peer"]) in head]))
     if not any(x.startswith("toolformer onnx-int8") for x in names):
         print("\nnote: the bundle has no ONNX int8 artifact yet; its ONNX fp32 artifact stands in against the int8 peers.")
     if not any(x.startswith("toolformer executorch-int8") for x in names):
@@ -258,7 +301,8 @@ def main(argv=None) -> int:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps({"machine": machine_line(a.threads), "load_before": load_before, "load_after": load_after,
                                       "threads": a.threads, "rounds": {"b1": a.rounds_b1, "b32": a.rounds_b32}, "big_batch": big,
-                                      "dev": str(a.dev), "examples": len(texts), "peer_versions": peer_versions,
+                                      "dev": str(a.dev), "examples": len(texts),
+                                      "heldout": {"rows": len(held[0]), "source": held[2]} if held else None, "peer_versions": peer_versions,
                                       "subjects": rows, "pairs": pairs, "headline": head}, indent=2))
     return 0
 
