@@ -68,7 +68,7 @@ def open_subjects(build: Path, peers: dict, threads: int, with_original: bool, s
             name = "toolformer " + Path(a["file"]).stem
         b = open_backend(bundle / a["file"], a["format"], threads=threads)
         subjects[name] = ({"side": "toolformer", "format": a["format"], "precision": a["precision"],
-                           "bytes": int(a["bytes"]), "file": str(bundle / a["file"]),
+                           "bytes": int(a["bytes"]), "file": str(bundle / a["file"]), "max_tokens": int(manifest["max_seq_len"]),
                            "model": f"{manifest.get('model', {}).get('shipped', '?')}, {manifest.get('model', {}).get('layers', '?')} layers"}, b.run)
     for path in extra or []:
         # Toolformer artifacts outside the bundle (e.g. int8 exported later with `toolformer export`).
@@ -81,7 +81,7 @@ def open_subjects(build: Path, peers: dict, threads: int, with_original: bool, s
             name = f"toolformer {fmt}-{prec} ({path.stem})"
         b = open_backend(path, fmt, threads=threads)
         subjects[name] = ({"side": "toolformer", "format": fmt, "precision": prec, "bytes": path.stat().st_size,
-                           "file": str(path), "model": f"{manifest.get('model', {}).get('shipped', '?')} (--artifact)"}, b.run)
+                           "file": str(path), "max_tokens": int(manifest["max_seq_len"]), "model": f"{manifest.get('model', {}).get('shipped', '?')} (--artifact)"}, b.run)
     for name, path in peers.items():
         fmt = "executorch" if path.suffix == ".pte" else "onnx"
         prec = "int8" if "int8" in name else "fp32"
@@ -136,7 +136,8 @@ def heldout_split(recipe_path: Path, labels: list):
 
 
 def headline_pairs(names: list) -> list:
-    """(toolformer subject, peer) pairs the issue asks for: ONNX int8 and ExecuTorch."""
+    """(toolformer subject, peer) pairs the issue asks for: ONNX int8 and ExecuTorch against their peers, and
+    ExecuTorch int8 against Optimum's ONNX int8 too (the int8 peer an app team would otherwise ship)."""
     tf = [n for n in names if n.startswith("toolformer ")]
 
     def pick(fmt: str, precs: tuple) -> list:
@@ -148,6 +149,8 @@ def headline_pairs(names: list) -> list:
         pairs += [(n, p) for p in names if p.startswith("optimum-onnx-int8")]
     for n in pick("executorch", ("int8", "fp32")):
         pairs.append((n, ET_PEER))
+    for n in pick("executorch", ("int8",)):  # any int8 artifact against the issue's peer: Optimum's ONNX int8
+        pairs.append((n, ONNX_PEER))
     return [(a, b) for a, b in pairs if b in names]
 
 
@@ -168,6 +171,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds-b32", type=int, default=30, help="timed rounds at the larger batch")
     ap.add_argument("--batch", type=int, default=32, help="the larger batch (capped by the bundle's export.max_batch)")
     ap.add_argument("--warmup-rounds", type=int, default=10)
+    ap.add_argument("--pad-to", type=int, action="append", default=[],
+                    help="also time batch 1 and the larger batch padded to exactly this many tokens (repeatable: "
+                         "--pad-to 64 --pad-to 128); a subject whose position table is shorter is left out there")
     ap.add_argument("--max-examples", type=int, default=0, help="dev rows for accuracy (0 = all)")
     ap.add_argument("--recipe", type=Path, help="recipe whose held-out split (data.test_fraction or data.test) every subject is "
                                                "also scored on (default: the bundle's recipe.toml, when it has one)")
@@ -205,6 +211,10 @@ def main(argv=None) -> int:
         if not p.is_file() or p.suffix not in (".onnx", ".pte"):
             sys.exit(f"--artifact {p}: not an .onnx or .pte file")
     subjects, manifest = open_subjects(a.build, peers, a.threads, not a.no_original, same, a.artifact, orig_dir)
+    subjects[ET_PEER][0]["max_tokens"] = max(128, max_seq)  # exported at that length (peer_env.executorch_plain_peer)
+    for nm, (info, _) in subjects.items():
+        if info["side"] == "same-model":
+            info["max_tokens"] = max_seq
     # Toolformer's artifacts read the bundle's tokenizer, everything made from the original its own: they
     # differ when the bundle's vocabulary was pruned (other ids for the same text).
     from toolchain.model import save_tokenizer_json
@@ -241,6 +251,15 @@ def main(argv=None) -> int:
     peer_env.log(f"timing: {len(runners)} subjects alternating, {a.rounds_b1} rounds at batch 1 (natural length), "
                  f"{a.rounds_b32} at batch {big}, {a.threads} threads")
     times = {"b1": alternate(runners, b1_inputs, w), "b32": alternate(runners, b32_inputs, w)}
+    padded = {}  # {L: {"b1": {name: series}, "b32": ...}} at exactly L tokens
+    for L in a.pad_to:
+        fits = {nm: r for nm, r in runners.items() if subjects[nm][0].get("max_tokens", 10 ** 9) >= L}
+
+        def encode_pad(batch: list, L=L) -> dict:
+            return {k: e.encode(batch, pad_to=L) for k, e in encoders.items()}
+        peer_env.log(f"timing padded to {L} tokens: {len(fits)} subjects ({', '.join(sorted(set(runners) - set(fits))) or 'all fit'} left out)")
+        padded[L] = {"b1": alternate(fits, [encode_pad([texts[i % n]]) for i in range(w + a.rounds_b1)], w),
+                     "b32": alternate(fits, [encode_pad([texts[(r * big + j) % n] for j in range(big)]) for r in range(w + a.rounds_b32)], w)}
     peer_env.log(f"timing took {time.perf_counter() - t0:.0f} s")
     load_after = os.getloadavg()
 
@@ -294,6 +313,17 @@ def main(argv=None) -> int:
                                f"{100 * p['toolformer_accuracy']:.2f}%", f"{100 * p['peer_accuracy']:.2f}%"]
                               for p in pairs if p["toolformer"].startswith("same-model ")
                               and p["peer"] in (ONNX_PEER, ET_PEER, "optimum-onnx-fp32")]))
+    for L, tl in padded.items():
+        print(f"\nPadded to {L} tokens (p50 ms; ratio = median of per-round ratios to the peer):\n")
+        print(markdown_table(["subject", "size MB", "b1 p50 ms", f"b{big} p50 ms"],
+                             [[nm, f"{subjects[nm][0]['bytes'] / 1e6:.1f}", f"{summary_ms(tl['b1'][nm])['p50_ms']:.2f}",
+                               f"{summary_ms(tl['b32'][nm])['p50_ms']:.1f}"] for nm in tl["b1"]]))
+        hp = [(x, y) for x, y in head if x in tl["b1"] and y in tl["b1"]]
+        if hp:
+            print()
+            print(markdown_table(["toolformer", "peer", "b1 ratio", f"b{big} ratio"],
+                                 [[x, y, f"{pairwise_ratio(tl['b1'][x], tl['b1'][y]):.3f}", f"{pairwise_ratio(tl['b32'][x], tl['b32'][y]):.3f}"]
+                                  for x, y in hp]))
     print("\nAll pairs:\n")
     print(markdown_table(["toolformer", "peer", "b1 ratio", f"b{big} ratio"],
                          [[p["toolformer"], p["peer"], f"{p['ratio_b1']:.3f}", f"{p['ratio_b32']:.3f}"] for p in pairs]))
@@ -303,7 +333,12 @@ def main(argv=None) -> int:
                                       "threads": a.threads, "rounds": {"b1": a.rounds_b1, "b32": a.rounds_b32}, "big_batch": big,
                                       "dev": str(a.dev), "examples": len(texts),
                                       "heldout": {"rows": len(held[0]), "source": held[2]} if held else None, "peer_versions": peer_versions,
-                                      "subjects": rows, "pairs": pairs, "headline": head}, indent=2))
+                                      "subjects": rows, "pairs": pairs, "headline": head,
+                                      "padded": {str(L): {"subjects": {nm: {k: summary_ms(tl[k][nm]) for k in tl} for nm in tl["b1"]},
+                                                          "headline": [{"toolformer": x, "peer": y,
+                                                                        **{f"ratio_{k}": pairwise_ratio(tl[k][x], tl[k][y]) for k in tl}}
+                                                                       for x, y in head if x in tl["b1"] and y in tl["b1"]]}
+                                                 for L, tl in padded.items()}}, indent=2))
     return 0
 
 

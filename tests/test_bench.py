@@ -114,4 +114,5 @@ def test_headline_pairs_prefer_int8_and_fall_back():
     got = peers.headline_pairs(names)
     assert ("toolformer onnx-int8", "optimum-onnx-int8-avx512_vnni") in got
     assert ("toolformer executorch-int8", "executorch-plain-fp32") in got
+    assert ("toolformer executorch-int8", "optimum-onnx-int8-avx512_vnni") in got
     assert not any(a == "toolformer onnx-fp32" for a, _ in got)
