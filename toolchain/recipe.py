@@ -196,6 +196,10 @@ class QuantSection:
                                       "BiasGelu", "FastGelu", "Softmax", "Add", "Mul", "Where"],
                                      "ONNX op types kept fp32 by static quantization (norms, GELU, softmax, residual/embedding sums).")
     debug_twins: bool = _f(False, "Also write <artifact>.debug.pte (per-layer taps) next to ExecuTorch int8 artifacts for `toolformer debug`.")
+    qat_epochs: float = _f(0.0, "Quantization-aware fine-tuning of the student after distillation (PT2E prepare_qat_pt2e, XNNPACK "
+                                "quantizer is_qat=True, dynamic int8 linears), in epochs over qat_samples rows; 0 = post-training int8 only.")
+    qat_samples: int = _f(8000, "Seeded training rows the QAT fine-tuning sees (0 = all).")
+    qat_learning_rate: float = _f(2e-5, "Learning rate of the QAT fine-tuning (the student is trained already: small steps).")
 
     def __post_init__(self):
         checks = [
@@ -204,6 +208,9 @@ class QuantSection:
             (self.calibration_samples >= 1, "quant.calibration_samples must be >= 1"),
             (self.onnx_preset in ("x86-vnni", "x86-avx2", "arm64"), f"quant.onnx_preset must be x86-vnni, x86-avx2 or arm64, got {self.onnx_preset!r}"),
             (all(isinstance(t, str) for t in self.onnx_exclude_op_types), "quant.onnx_exclude_op_types must be a list of op type names"),
+            (self.qat_epochs >= 0, "quant.qat_epochs must be >= 0 (0 = no quantization-aware training)"),
+            (self.qat_samples >= 0, "quant.qat_samples must be >= 0 (0 = all rows)"),
+            (self.qat_learning_rate > 0, "quant.qat_learning_rate must be > 0"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -42,9 +42,10 @@ class StudentResult:
 
 
 def compressing(r) -> bool:
-    """Whether the recipe asks for any compression beyond layer truncation."""
+    """Whether the recipe asks for any compression beyond layer truncation (QAT included: it trains a student,
+    all of the original's layers when no fewer are asked for)."""
     c = r.compress
-    return bool(c.prune_heads or c.prune_ffn or c.sparsity or c.prune_vocab or c.prune_positions)
+    return bool(c.prune_heads or c.prune_ffn or c.sparsity or c.prune_vocab or c.prune_positions or r.quant.qat_epochs)
 
 
 def wants_student(r, total_layers: int) -> bool:
@@ -103,6 +104,8 @@ def make_student(ws, original, orig_acc: float) -> StudentResult:
         sparsity.apply(student, sparsity.SparsityConfig(c.sparsity, c.sparsity_scope))
         run.measure("sparsity", target=c.sparsity, scope=c.sparsity_scope)
     st_res = _train(run)
+    if r.quant.qat_epochs:
+        _qat(run, original)
     emb.requires_grad_(True)
     facts = {"layers": keep, "distill": dataclasses.asdict(dcfg) if run.distiller else None}
     if run.train_split is not None:
@@ -169,6 +172,18 @@ def _train(run: _Run) -> TrainResult:
     ws.log.end(val_accuracy=row["val_accuracy"], params=row["params"], device=st_res.device, precision=st_res.precision,
                examples_per_s=round(st_res.examples_per_s, 1))
     return st_res
+
+
+def _qat(run: _Run, original) -> None:
+    """quant.qat_epochs: quantization-aware fine-tuning of the trained student (toolchain.qat)."""
+    from . import qat
+
+    ws, q = run.ws, run.ws.recipe.quant
+    ws.log.start("student: qat", f"{q.qat_epochs:g} epochs of {q.qat_samples or 'all'} rows, lr {q.qat_learning_rate:g}, fake-quantized int8 linears")
+    facts = qat.finetune(run.student, original, run.train_split or ws.data.train, ws.data.validation, ws.encoder, ws.recipe)
+    row = run.measure("qat", qat=facts)
+    ws.log.end(val_accuracy=row["val_accuracy"], fake_quant_val_accuracy=round(facts["fake_quant_val_accuracy_after"], 4),
+               before=round(facts["fake_quant_val_accuracy_before"], 4), seconds=facts["seconds"])
 
 
 def _vocab(run: _Run, facts: dict) -> Path:
