@@ -30,6 +30,7 @@ VARIANTS = {
     "+ hidden states and attention": ["--set", "compress.hidden_weight=1.0", "--set", "compress.attention_weight=1.0"],
     "+ augmented transfer set (2 copies)": ["--set", "compress.augment=2"],
     "+ QAT (1 epoch)": ["--set", "quant.qat_epochs=1.0"],
+    "logit distillation, vocabulary keeps single characters": ["--set", "compress.vocab_keep_chars=true"],
 }
 
 
