@@ -313,17 +313,18 @@ def main(argv=None) -> int:
                                f"{100 * p['toolformer_accuracy']:.2f}%", f"{100 * p['peer_accuracy']:.2f}%"]
                               for p in pairs if p["toolformer"].startswith("same-model ")
                               and p["peer"] in (ONNX_PEER, ET_PEER, "optimum-onnx-fp32")]))
+    # The headline pairs at each padded length where both subjects ran (printed and written below).
+    padded_head = {L: [{"toolformer": x, "peer": y, **{f"ratio_{k}": pairwise_ratio(tl[k][x], tl[k][y]) for k in tl}}
+                       for x, y in head if x in tl["b1"] and y in tl["b1"]] for L, tl in padded.items()}
     for L, tl in padded.items():
         print(f"\nPadded to {L} tokens (p50 ms; ratio = median of per-round ratios to the peer):\n")
         print(markdown_table(["subject", "size MB", "b1 p50 ms", f"b{big} p50 ms"],
                              [[nm, f"{subjects[nm][0]['bytes'] / 1e6:.1f}", f"{summary_ms(tl['b1'][nm])['p50_ms']:.2f}",
                                f"{summary_ms(tl['b32'][nm])['p50_ms']:.1f}"] for nm in tl["b1"]]))
-        hp = [(x, y) for x, y in head if x in tl["b1"] and y in tl["b1"]]
-        if hp:
+        if padded_head[L]:
             print()
             print(markdown_table(["toolformer", "peer", "b1 ratio", f"b{big} ratio"],
-                                 [[x, y, f"{pairwise_ratio(tl['b1'][x], tl['b1'][y]):.3f}", f"{pairwise_ratio(tl['b32'][x], tl['b32'][y]):.3f}"]
-                                  for x, y in hp]))
+                                 [[h["toolformer"], h["peer"], f"{h['ratio_b1']:.3f}", f"{h['ratio_b32']:.3f}"] for h in padded_head[L]]))
     print("\nAll pairs:\n")
     print(markdown_table(["toolformer", "peer", "b1 ratio", f"b{big} ratio"],
                          [[p["toolformer"], p["peer"], f"{p['ratio_b1']:.3f}", f"{p['ratio_b32']:.3f}"] for p in pairs]))
@@ -335,9 +336,7 @@ def main(argv=None) -> int:
                                       "heldout": {"rows": len(held[0]), "source": held[2]} if held else None, "peer_versions": peer_versions,
                                       "subjects": rows, "pairs": pairs, "headline": head,
                                       "padded": {str(L): {"subjects": {nm: {k: summary_ms(tl[k][nm]) for k in tl} for nm in tl["b1"]},
-                                                          "headline": [{"toolformer": x, "peer": y,
-                                                                        **{f"ratio_{k}": pairwise_ratio(tl[k][x], tl[k][y]) for k in tl}}
-                                                                       for x, y in head if x in tl["b1"] and y in tl["b1"]]}
+                                                          "headline": padded_head[L]}
                                                  for L, tl in padded.items()}}, indent=2))
     return 0
 

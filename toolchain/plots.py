@@ -46,6 +46,11 @@ def _area(size: float, biggest: float) -> float:
     return 40.0 + MAX_AREA * (size / biggest if biggest > 0 else 0.0)
 
 
+def _radius_pt(p: "Point", biggest: float) -> float:
+    """A marker's drawn radius in points (area in points^2; the reference star is drawn larger)."""
+    return math.sqrt(_area(p.size, biggest) * (2.2 if p.reference else 1.0)) / 2
+
+
 def _round_keys(biggest: float, unit: float) -> list[float]:
     """Two or three round key sizes below the biggest point (in `unit`s)."""
     top = biggest / unit
@@ -102,8 +107,7 @@ def tradeoff(ax, points: list[Point], *, xlabel: str, ylabel: str = "validation 
     px_per_data = ax.get_window_extent().height / (y1 - y0)
 
     def off(p):  # clear of the marker's own radius (area in points^2) plus a small gap, in data units
-        radius_pt = math.sqrt(_area(p.size, biggest) * (2.2 if p.reference else 1.0)) / 2 + 5
-        return radius_pt * fig.dpi / 72 / px_per_data
+        return (_radius_pt(p, biggest) + 5) * fig.dpi / 72 / px_per_data
     tx = (lambda v: math.log10(v)) if log_x else (lambda v: v)
     x_range = (tx(max(xs)) - tx(min(xs))) or 1.0
     order = sorted(range(len(points)), key=lambda i: points[i].x)
@@ -131,7 +135,7 @@ def tradeoff(ax, points: list[Point], *, xlabel: str, ylabel: str = "validation 
                 force_text=(0.3, 0.6), force_static=(0.4, 0.8), iter_lim=ADJUST_STEPS)
     for t, p in zip(texts, points):
         t.toolformer_target = (p.x, p.y)  # finish() separates labels and draws leader lines on the final layout
-        t.toolformer_radius_px = math.sqrt(_area(p.size, biggest) * (2.2 if p.reference else 1.0)) / 2 * fig.dpi / 72
+        t.toolformer_radius_px = _radius_pt(p, biggest) * fig.dpi / 72
     # Key: marker area for round sizes, plus the reference.
     from matplotlib.lines import Line2D
 

@@ -21,7 +21,7 @@ import time
 from types import SimpleNamespace
 
 
-def finetune(student, teacher, train_split, validation, encoder, r, log=None) -> dict:
+def finetune(student, teacher, train_split, validation, encoder, r) -> dict:
     """QAT-fine-tune `student` in place (its Linear weights; the word table stays fixed); returns facts:
     rows, steps, seconds, and the validation accuracy of the fake-quantized graph before and after."""
     import torch
@@ -58,10 +58,9 @@ def finetune(student, teacher, train_split, validation, encoder, r, log=None) ->
         return right / max(1, n)
 
     before = accuracy()
-    params = [p for k, p in graph.named_parameters() if "word_embeddings" not in k]
     for k, p in graph.named_parameters():
         p.requires_grad_("word_embeddings" not in k)
-    opt = torch.optim.AdamW(params, lr=q.qat_learning_rate, weight_decay=0.01)
+    opt = torch.optim.AdamW([p for p in graph.parameters() if p.requires_grad], lr=q.qat_learning_rate, weight_decay=0.01)
     rows = train_split.subset(q.qat_samples, t.seed)
     steps = max(1, math.ceil(q.qat_epochs * len(rows) / bs))
     distiller = (Distiller(teacher, student, DistillConfig(temperature=c.temperature, alpha=c.alpha))
@@ -77,8 +76,6 @@ def finetune(student, teacher, train_split, validation, encoder, r, log=None) ->
             loss.backward()
             opt.step()
             step += 1
-            if log and step % 200 == 0:
-                log(f"qat step {step}/{steps}, loss {float(loss.detach()):.4f}")
             if step >= steps:
                 break
         epoch += 1
@@ -86,8 +83,8 @@ def finetune(student, teacher, train_split, validation, encoder, r, log=None) ->
     after = accuracy()
     # The trained weights back into the eager student (same names under the wrapper's `model.` prefix).
     own = student.state_dict()
-    trained = {k[len("model."):]: v.detach().clone() for k, v in graph.state_dict().items()
-               if k.startswith("model.") and k[len("model."):] in own and own[k[len("model."):]].shape == v.shape}
+    named = {k.removeprefix("model."): v for k, v in graph.state_dict().items() if k.startswith("model.")}
+    trained = {k: v.detach().clone() for k, v in named.items() if k in own and own[k].shape == v.shape}
     moved = sum(1 for k, v in trained.items() if not torch.equal(v, own[k]))
     student.load_state_dict(trained, strict=False)
     return {"rows": len(rows), "steps": steps, "epochs": q.qat_epochs, "learning_rate": q.qat_learning_rate,

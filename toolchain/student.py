@@ -63,7 +63,7 @@ class _Run:
     rows: list
     train_cfg: TrainConfig
     distiller: object
-    train_split: object = None  # the transfer set: the training split, plus augmented copies under compress.augment
+    train_split: object  # the transfer set: the training split, plus augmented copies under compress.augment
 
     def measure(self, stage: str, encoder=None, **extra) -> dict:
         r = self.ws.recipe
@@ -74,7 +74,7 @@ class _Run:
         ws = self.ws
         cfg = dataclasses.replace(self.train_cfg, epochs=epochs)
         with (self.distiller or contextlib.nullcontext()):
-            return train(self.student, self.train_split or ws.data.train, ws.data.validation, ws.encoder, cfg, ws.work / out, desc,
+            return train(self.student, self.train_split, ws.data.validation, ws.encoder, cfg, ws.work / out, desc,
                          loss_fn=self.distiller)
 
 
@@ -85,7 +85,7 @@ def make_student(ws, original, orig_acc: float) -> StudentResult:
     keep = _layers_to_keep(r, original.config.num_hidden_layers)
     ws.log.start("student: truncate", f"layers {keep} of {original.config.num_hidden_layers}")
     student = truncate(original, keep)
-    run = _Run(ws, student, rows, TrainConfig.from_recipe(r, "student"), None)
+    run = _Run(ws, student, rows, TrainConfig.from_recipe(r, "student"), None, ws.data.train)
     row = run.measure("truncate")
     ws.log.end(layers=keep, params=row["params"], val_accuracy=row["val_accuracy"])
 
@@ -108,7 +108,7 @@ def make_student(ws, original, orig_acc: float) -> StudentResult:
         _qat(run, original)
     emb.requires_grad_(True)
     facts = {"layers": keep, "distill": dataclasses.asdict(dcfg) if run.distiller else None}
-    if run.train_split is not None:
+    if c.augment:
         facts["augment"] = {"copies": c.augment, "prob": c.augment_prob, "train_rows": len(ws.data.train),
                             "transfer_rows": len(run.train_split)}
     ship_tok = _vocab(run, facts) if c.prune_vocab else ws.tok_file
@@ -180,7 +180,7 @@ def _qat(run: _Run, original) -> None:
 
     ws, q = run.ws, run.ws.recipe.quant
     ws.log.start("student: qat", f"{q.qat_epochs:g} epochs of {q.qat_samples or 'all'} rows, lr {q.qat_learning_rate:g}, fake-quantized int8 linears")
-    facts = qat.finetune(run.student, original, run.train_split or ws.data.train, ws.data.validation, ws.encoder, ws.recipe)
+    facts = qat.finetune(run.student, original, run.train_split, ws.data.validation, ws.encoder, ws.recipe)
     row = run.measure("qat", qat=facts)
     ws.log.end(val_accuracy=row["val_accuracy"], fake_quant_val_accuracy=round(facts["fake_quant_val_accuracy_after"], 4),
                before=round(facts["fake_quant_val_accuracy_before"], 4), seconds=facts["seconds"])
