@@ -28,6 +28,23 @@ PRESETS = {
     "x86-avx2": ("QUInt8", "QInt8", True),   # no VNNI: 7-bit weights avoid VPMADDUBSW saturation
     "arm64": ("QInt8", "QInt8", False),      # ARM kernels prefer symmetric int8 activations
 }
+
+
+def host_preset(machine: str | None = None, cpuinfo: str | None = None) -> str:
+    """The preset "auto" resolves to on this CPU: x86-avx2 on an x86 CPU without VNNI (AVX2's VPMADDUBSW saturates
+    u8×s8 products of full 8-bit weights, which the parity gate caught on an AVX2-only EPYC), else x86-vnni."""
+    import platform
+    machine = (machine if machine is not None else platform.machine()).lower()
+    if machine not in ("x86_64", "amd64", "i686", "x86"):
+        return "x86-vnni"
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return "x86-vnni"
+    return "x86-vnni" if ("avx512_vnni" in cpuinfo or "avx_vnni" in cpuinfo) else "x86-avx2"
+
+
 DEFAULT_EXCLUDED = ("LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormalization", "Gelu", "BiasGelu",
                     "FastGelu", "Softmax", "Add", "Mul", "Where")
 MODULE_MAP_KEY = "toolformer.module_outputs"
@@ -42,15 +59,15 @@ class OnnxInt8Config:
     mode: str = "dynamic"
     per_channel: bool = True
     int8_embeddings: bool = True
-    preset: str = "x86-vnni"
+    preset: str = "auto"                       # auto: host_preset()
     optimize: bool = True                      # onnxruntime.transformers fusions before quantizing
     exclude_op_types: tuple = DEFAULT_EXCLUDED  # kept fp32 by static quantization
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ExportError(f"ONNX int8 mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.preset not in PRESETS:
-            raise ExportError(f"ONNX int8 preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if self.preset != "auto" and self.preset not in PRESETS:
+            raise ExportError(f"ONNX int8 preset must be auto or one of {', '.join(PRESETS)}, got {self.preset!r}")
         if self.precision != "int8":
             raise ExportError(f"OnnxInt8Config is for int8, got precision {self.precision!r}")
 
@@ -130,9 +147,11 @@ def export(model, path: str | Path, cfg: OnnxInt8Config, metadata: dict | None =
 
     if cfg.mode == "static" and not calibration:
         raise ExportError("static int8 needs calibration text (token arrays of real task text)")
-    act_type, weight_type, reduce_range = PRESETS[cfg.preset]
+    preset = host_preset() if cfg.preset == "auto" else cfg.preset
+    act_type, weight_type, reduce_range = PRESETS[preset]
     path = Path(path)
-    facts = {"mode": cfg.mode, "per_channel": cfg.per_channel, "preset": cfg.preset, "reduce_range": reduce_range,
+    facts = {"mode": cfg.mode, "per_channel": cfg.per_channel, "preset": preset, "preset_asked": cfg.preset,
+             "reduce_range": reduce_range,
              "int8_embeddings": cfg.int8_embeddings}
     with tempfile.TemporaryDirectory(prefix="toolformer-int8-", dir=path.parent) as tmp:
         fp32 = Path(tmp) / "fp32.onnx"

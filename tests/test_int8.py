@@ -166,3 +166,16 @@ def test_broken_calibration_fails_the_gate(tiny_model_dir, tmp_path, monkeypatch
     with pytest.raises(GateError, match=r"parity gate failed.*logit-matrix cosine"):
         export_checkpoint(ckpt, "onnx", "int8", out, r)
     assert not out.exists() and not list(tmp_path.glob(".broken*"))
+
+
+def test_auto_onnx_preset_follows_the_cpu():
+    """quant.onnx_preset = auto (the default): 7-bit weights on an x86 CPU without VNNI, full 8-bit ones with it."""
+    from targets.quant_onnx import PRESETS, OnnxInt8Config, host_preset
+
+    assert OnnxInt8Config().preset == "auto"
+    assert host_preset("x86_64", "flags: fpu sse2 avx avx2 fma") == "x86-avx2"
+    assert host_preset("x86_64", "flags: avx2 avx512f avx512_vnni") == "x86-vnni"
+    assert host_preset("x86_64", "flags: avx2 avx_vnni") == "x86-vnni"
+    assert host_preset("aarch64", "") == "x86-vnni"
+    assert PRESETS[host_preset("x86_64", "avx2")][2] is True  # reduce_range
+    assert host_preset() in PRESETS

@@ -190,7 +190,7 @@ class QuantSection:
     per_channel: bool = _f(True, "Per-output-channel weight scales (per-tensor int8 is lossy on encoders).")
     calibration_samples: int = _f(256, "Training-split rows (seeded) that calibrate static activation ranges.")
     int8_embeddings: bool = _f(True, "Weight-only int8 embedding tables (the word table is most of a small BERT's bytes).")
-    onnx_preset: str = _f("x86-vnni", "ONNX Runtime CPU: x86-vnni | x86-avx2 (7-bit weights, no VNNI) | arm64.")
+    onnx_preset: str = _f("auto", "ONNX Runtime CPU: auto (x86-avx2 on an x86 CPU without VNNI, else x86-vnni) | x86-vnni | x86-avx2 (7-bit weights, no VNNI) | arm64.")
     onnx_optimize: bool = _f(True, "Fuse transformer subgraphs (onnxruntime.transformers) before quantizing ONNX.")
     onnx_exclude_op_types: list = _f(["LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormalization", "Gelu",
                                       "BiasGelu", "FastGelu", "Softmax", "Add", "Mul", "Where"],
@@ -206,7 +206,7 @@ class QuantSection:
             (self.executorch_mode in INT8_MODES, f"quant.executorch_mode must be static or dynamic, got {self.executorch_mode!r}"),
             (self.onnx_mode in INT8_MODES, f"quant.onnx_mode must be static or dynamic, got {self.onnx_mode!r}"),
             (self.calibration_samples >= 1, "quant.calibration_samples must be >= 1"),
-            (self.onnx_preset in ("x86-vnni", "x86-avx2", "arm64"), f"quant.onnx_preset must be x86-vnni, x86-avx2 or arm64, got {self.onnx_preset!r}"),
+            (self.onnx_preset in ("auto", "x86-vnni", "x86-avx2", "arm64"), f"quant.onnx_preset must be auto, x86-vnni, x86-avx2 or arm64, got {self.onnx_preset!r}"),
             (all(isinstance(t, str) for t in self.onnx_exclude_op_types), "quant.onnx_exclude_op_types must be a list of op type names"),
             (self.qat_epochs >= 0, "quant.qat_epochs must be >= 0 (0 = no quantization-aware training)"),
             (self.qat_samples >= 0, "quant.qat_samples must be >= 0 (0 = all rows)"),
