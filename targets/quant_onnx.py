@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .errors import ExportError
 from .formats import INT8_MODES as MODES
+from .formats import ONNX_INT8_PRESETS
 
 # ONNX Runtime's quantize_static guidance: (activation type, weight type, reduce_range).
 PRESETS = {
@@ -66,8 +67,8 @@ class OnnxInt8Config:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ExportError(f"ONNX int8 mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.preset != "auto" and self.preset not in PRESETS:
-            raise ExportError(f"ONNX int8 preset must be auto or one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if self.preset not in ONNX_INT8_PRESETS:
+            raise ExportError(f"ONNX int8 preset must be one of {', '.join(ONNX_INT8_PRESETS)}, got {self.preset!r}")
         if self.precision != "int8":
             raise ExportError(f"OnnxInt8Config is for int8, got precision {self.precision!r}")
 

@@ -170,6 +170,7 @@ def test_broken_calibration_fails_the_gate(tiny_model_dir, tmp_path, monkeypatch
 
 def test_auto_onnx_preset_follows_the_cpu():
     """quant.onnx_preset = auto (the default): 7-bit weights on an x86 CPU without VNNI, full 8-bit ones with it."""
+    from targets.formats import ONNX_INT8_PRESETS
     from targets.quant_onnx import PRESETS, OnnxInt8Config, host_preset
 
     assert OnnxInt8Config().preset == "auto"
@@ -179,3 +180,4 @@ def test_auto_onnx_preset_follows_the_cpu():
     assert host_preset("aarch64", "") == "x86-vnni"
     assert PRESETS[host_preset("x86_64", "avx2")][2] is True  # reduce_range
     assert host_preset() in PRESETS
+    assert set(PRESETS) == set(ONNX_INT8_PRESETS) - {"auto"}  # every named preset has its quantization types

@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from targets.formats import INT8_MODES
+from targets.formats import INT8_MODES, ONNX_INT8_PRESETS
 
 from .errors import RecipeError
 
@@ -206,7 +206,7 @@ class QuantSection:
             (self.executorch_mode in INT8_MODES, f"quant.executorch_mode must be static or dynamic, got {self.executorch_mode!r}"),
             (self.onnx_mode in INT8_MODES, f"quant.onnx_mode must be static or dynamic, got {self.onnx_mode!r}"),
             (self.calibration_samples >= 1, "quant.calibration_samples must be >= 1"),
-            (self.onnx_preset in ("auto", "x86-vnni", "x86-avx2", "arm64"), f"quant.onnx_preset must be auto, x86-vnni, x86-avx2 or arm64, got {self.onnx_preset!r}"),
+            (self.onnx_preset in ONNX_INT8_PRESETS, f"quant.onnx_preset must be auto, x86-vnni, x86-avx2 or arm64, got {self.onnx_preset!r}"),
             (all(isinstance(t, str) for t in self.onnx_exclude_op_types), "quant.onnx_exclude_op_types must be a list of op type names"),
             (self.qat_epochs >= 0, "quant.qat_epochs must be >= 0 (0 = no quantization-aware training)"),
             (self.qat_samples >= 0, "quant.qat_samples must be >= 0 (0 = all rows)"),
