@@ -1,6 +1,6 @@
 """What each distillation option buys, measured: one student shape, compressed from the same original with one
 option changed at a time (logit distillation; + hidden-state and attention matching; + an augmented transfer
-set; + quantization-aware training), scored on validation (dev, what settings are chosen on) and on the
+set; + quantization-aware training; the word-embedding table trained rather than frozen), scored on validation (dev, what settings are chosen on) and on the
 recipe's held-out split (carved from train, never used to choose anything), for the student in PyTorch and
 for every int8 artifact of its bundle (through runtime_py).
 
@@ -33,6 +33,7 @@ VARIANTS = {
     "+ augmented transfer set (2 copies)": ["--set", "compress.augment=2"],
     "+ QAT (1 epoch)": ["--set", "quant.qat_epochs=1.0"],
     "logit distillation, vocabulary keeps single characters": ["--set", "compress.vocab_keep_chars=true"],
+    "logit distillation, word embeddings trained": ["--set", "compress.freeze_embeddings=false"],
 }
 
 

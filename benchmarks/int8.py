@@ -1,7 +1,7 @@
 """Int8 vs fp32 artifacts of a fine-tuned SST-2 build: size, accuracy, agreement, CPU latency.
 
     flock /tmp/toolformer-heavy.lock python benchmarks/int8.py [--run runs/sst2] [--model student]
-        [--variants] [--threads 2] [--iters 30] [--reuse]
+        [--variants] [--threads 2] [--iters 30] [--reuse] [--json int8.json]
 
 Exports fp32 and int8 artifacts for ExecuTorch (XNNPACK) and ONNX Runtime from RUN/MODEL (the
 build's 2-layer student by default, or its 6-layer original) with the int8 settings of the
@@ -9,8 +9,10 @@ recipe's [quant] section, calibrated on the build's training split. Every artifa
 the full validation split through runtime_py: accuracy, top-1 agreement with the original (the
 fine-tuned 6-layer model) and with its own fp32 source, and median latency over real dev sentences
 at batch 1 (each sentence at its own length) and batch 32 (padded to the longest), `--threads`
-intra-op threads. `--variants` adds the other int8 modes (static/dynamic, per-tensor, no fusion,
-fp32 embeddings), the measurements the recipe defaults were chosen from. `cosine` is the int8 gate's
+intra-op threads, every artifact timed in the same rounds (interleaved: one slice of each artifact's calls per
+round, so drift in the machine's speed falls on all of them alike). Where the recipe holds out a test split,
+accuracy there is shown too (it chose nothing). `--variants` adds the other int8 modes (static/dynamic, per-tensor, no fusion,
+fp32 embeddings, each ONNX weight preset), the measurements the recipe defaults were chosen from. `cosine` is the int8 gate's
 metric (cosine of the row-centred logit matrices vs the fp32 source); `row min` the worst single row's.
 Artifacts go to .cache/bench-int8/<run>-<model>/ (`--reuse` keeps existing ones).
 """
@@ -48,6 +50,8 @@ VARIANTS = [
     ("onnx-int8-dynamic-nofusion", "onnx", "int8", {"onnx_mode": "dynamic", "onnx_optimize": False}),
     ("onnx-int8-static-nofusion", "onnx", "int8", {"onnx_mode": "static", "onnx_optimize": False}),
     ("onnx-int8-dynamic-fp32emb", "onnx", "int8", {"onnx_mode": "dynamic", "int8_embeddings": False}),
+    ("onnx-int8-x86-vnni", "onnx", "int8", {"onnx_preset": "x86-vnni"}),
+    ("onnx-int8-x86-avx2", "onnx", "int8", {"onnx_preset": "x86-avx2"}),
 ]
 
 
@@ -59,17 +63,22 @@ def batched(arrays_fn, texts, bs):
     return [arrays_fn(texts[i:i + bs]) for i in range(0, len(texts), bs)]
 
 
-def median_ms(backend, batches, iters: int) -> float:
-    """Median wall time of backend.run over `iters` calls cycling through `batches` (after 3 warm-up calls)."""
-    for b in batches[:3]:
-        backend.run(b)
-    times = []
-    for i in range(iters):
-        b = batches[i % len(batches)]
-        t0 = time.perf_counter()
-        backend.run(b)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+def interleaved_ms(backends: dict, batches, iters: int, rounds: int = 5) -> dict:
+    """Median wall time (ms) of each backend's run over `iters` calls cycling through `batches`, after 3 warm-up
+    calls each; the calls are split into `rounds` slices and every backend runs its slice in each round."""
+    for be in backends.values():
+        for b in batches[:3]:
+            be.run(b)
+    times = {k: [] for k in backends}
+    per = max(1, -(-iters // rounds))
+    for r in range(rounds):
+        for k, be in backends.items():
+            for i in range(r * per, min(iters, (r + 1) * per)):
+                b = batches[i % len(batches)]
+                t0 = time.perf_counter()
+                be.run(b)
+                times[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:
@@ -82,6 +91,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--reuse", action="store_true", help="Reuse artifacts already in the cache directory.")
+    ap.add_argument("--json", type=Path, help="Also write the rows (and the settings they were measured with) here.")
     args = ap.parse_args()
 
     import torch
@@ -116,12 +126,20 @@ def main() -> None:
     original = load_checkpoint(orig_dir)
     eval_batches = batched(enc.encode, texts, 32)
     src_logits = np.concatenate([torch_logits(model, b) for b in eval_batches])
+    test = data.test if data.test is not None and len(data.test) else None
+    test_batches = batched(enc.encode, test.texts, 64) if test else []
+    test_labels = np.asarray(test.labels) if test else None
+
+    def test_acc(run_fn):
+        return float((np.concatenate([run_fn(b) for b in test_batches]).argmax(1) == test_labels).mean()) if test else None
+
     if args.model == "original":
         orig_logits = src_logits
     else:  # the original reads its own tokenizer: a vocabulary-pruned student numbers the same text differently
         orig_enc = TextEncoder(save_tokenizer_json(str(orig_dir), cache / "original-tokenizer.json"), max_len)
         orig_logits = np.concatenate([torch_logits(original, b) for b in batched(orig_enc.encode, texts, 32)])
     rows = [dict(name=f"pytorch {args.model} (eager)", bytes=None, acc=float((src_logits.argmax(1) == labels).mean()),
+                 heldout=test_acc(lambda b: torch_logits(model, b)),
                  agree_orig=float((src_logits.argmax(1) == orig_logits.argmax(1)).mean()), agree_src=1.0, cos=1.0, mincos=1.0)]
     print(f"# {run}/{args.model}: {len(texts)} validation rows, max_seq_len {max_len}, threads {args.threads}; "
           f"original accuracy {float((orig_logits.argmax(1) == labels).mean()):.4f}", flush=True)
@@ -142,6 +160,7 @@ def main() -> None:
                             **({"opset": base.export.opset} if tname == "onnx" else {}))
         return t.export(model, path, cfg, meta)
 
+    backends = {}
     for name, tname, prec, quant in chosen:
         path = cache / f"{name}{targets.FILE_SUFFIX[tname]}"
         built = run / "artifacts" / f"model-{tname}-fp32{targets.FILE_SUFFIX[tname]}"
@@ -161,25 +180,42 @@ def main() -> None:
         logits = np.concatenate([backend.run(b) for b in eval_batches])
         cmp = parity.compare(logits, src_logits)  # logit-matrix cosine (the int8 gate) and the worst row's
         row = dict(name=name, bytes=path.stat().st_size, acc=float((logits.argmax(1) == labels).mean()),
+                   heldout=test_acc(backend.run),
                    agree_orig=float((logits.argmax(1) == orig_logits.argmax(1)).mean()),
                    agree_src=float((logits.argmax(1) == src_logits.argmax(1)).mean()),
                    cos=cmp["logit_cosine"], mincos=cmp["min_cosine"])
-        row["b1"] = median_ms(backend, lat_b1, args.iters)
-        row["b32"] = median_ms(backend, lat_b32, max(5, args.iters // 3))
-        row["load"] = load()
         rows.append(row)
-        del backend
+        backends[name] = backend
+
+    load_before = load()
+    for key, batches, iters in (("b1", lat_b1, args.iters), ("b32", lat_b32, max(5, args.iters // 3))):
+        for name, ms in interleaved_ms(backends, batches, iters).items():
+            next(r for r in rows if r["name"] == name)[key] = ms
 
     fp32 = {r["name"][:-5]: r["bytes"] for r in rows if r["name"] in ("executorch-fp32", "onnx-fp32")}
-    print(f"\nmodel: {args.model}; load average before/after each artifact's timing shown; machine load now {load()}")
-    print(f"{'artifact':<28} {'size MB':>8} {'vs fp32':>8} {'val acc':>8} {'agree orig':>10} {'agree src':>9} "
-          f"{'cosine':>8} {'row min':>8} {'b1 ms':>7} {'b32 ms':>8}  load (1/5/15 min)")
+    print(f"\nmodel: {args.model}; all artifacts timed interleaved; load average (1/5/15 min) before timing {load_before}, "
+          f"after {load()}")
+    print(f"{'artifact':<28} {'size MB':>8} {'vs fp32':>8} {'val acc':>8} {'held-out':>8} {'agree orig':>10} {'agree src':>9} "
+          f"{'cosine':>8} {'row min':>8} {'b1 ms':>7} {'b32 ms':>8}")
     for r in rows:
         size = f"{r['bytes'] / 1e6:8.2f}" if r["bytes"] else f"{'-':>8}"
         kind = "executorch" if r["name"].startswith(("executorch", "et-")) else "onnx"
         ratio = f"{fp32[kind] / r['bytes']:7.2f}x" if r["bytes"] and fp32.get(kind) else f"{'-':>8}"
         lat = f"{r['b1']:7.2f} {r['b32']:8.2f}" if "b1" in r else f"{'-':>7} {'-':>8}"
-        print(f"{r['name']:<28} {size} {ratio} {r['acc']:8.4f} {r['agree_orig']:10.4f} {r['agree_src']:9.4f} {r['cos']:8.4f} {r['mincos']:8.4f} {lat}  {r.get('load', '')}")
+        held = f"{r['heldout']:8.4f}" if r.get("heldout") is not None else f"{'-':>8}"
+        print(f"{r['name']:<28} {size} {ratio} {r['acc']:8.4f} {held} {r['agree_orig']:10.4f} {r['agree_src']:9.4f} {r['cos']:8.4f} {r['mincos']:8.4f} {lat}")
+    if args.json:
+        import json
+        import platform
+
+        from targets.quant_onnx import host_preset
+
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "run": str(run), "model": args.model, "threads": args.threads, "iters": args.iters,
+            "validation_rows": len(texts), "heldout_rows": len(test) if test else 0, "max_seq_len": max_len,
+            "machine": platform.machine(), "onnx_auto_preset": host_preset(),
+            "load_before": load_before, "load_after": load(), "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -116,3 +116,23 @@ def test_headline_pairs_prefer_int8_and_fall_back():
     assert ("toolformer executorch-int8", "executorch-plain-fp32") in got
     assert ("toolformer executorch-int8", "optimum-onnx-int8-avx512_vnni") in got
     assert not any(a == "toolformer onnx-fp32" for a, _ in got)
+
+
+def test_int8_benchmark_times_every_artifact_in_each_round():
+    """benchmarks/int8.py interleaves: every backend runs its slice of calls in every round, in turn."""
+    import int8
+
+    order = []
+
+    class Fake:
+        def __init__(self, name):
+            self.name = name
+
+        def run(self, batch):
+            order.append((self.name, batch))
+
+    ms = int8.interleaved_ms({"a": Fake("a"), "b": Fake("b")}, batches=[0, 1, 2], iters=10, rounds=5)
+    assert set(ms) == {"a", "b"} and all(v >= 0 for v in ms.values())
+    timed = order[6:]  # after 3 warm-up calls each
+    assert len(timed) == 20 and [n for n, _ in timed[:4]] == ["a", "a", "b", "b"]
+    assert [b for n, b in timed if n == "a"] == [i % 3 for i in range(10)]
