@@ -9,8 +9,8 @@ recipe's [quant] section, calibrated on the build's training split. Every artifa
 the full validation split through runtime_py: accuracy, top-1 agreement with the original (the
 fine-tuned 6-layer model) and with its own fp32 source, and median latency over real dev sentences
 at batch 1 (each sentence at its own length) and batch 32 (padded to the longest), `--threads`
-intra-op threads, every artifact timed in the same rounds (interleaved: one slice of each artifact's calls per
-round, so drift in the machine's speed falls on all of them alike). Where the recipe holds out a test split,
+intra-op threads, every artifact timed in the same rounds (interleaved: each round runs every artifact on the same
+batch, in a rotating order, so drift in the machine's speed falls on all of them alike). Where the recipe holds out a test split,
 accuracy there is shown too (it chose nothing). `--variants` adds the other int8 modes (static/dynamic, per-tensor, no fusion,
 fp32 embeddings, each ONNX weight preset), the measurements the recipe defaults were chosen from. `cosine` is the int8 gate's
 metric (cosine of the row-centred logit matrices vs the fp32 source); `row min` the worst single row's.
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -30,6 +29,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from alternate import alternate  # noqa: E402
 
 # (name, target, precision, [quant] overrides) — the first four are the recipe's defaults.
 MAIN = [
@@ -63,22 +65,12 @@ def batched(arrays_fn, texts, bs):
     return [arrays_fn(texts[i:i + bs]) for i in range(0, len(texts), bs)]
 
 
-def interleaved_ms(backends: dict, batches, iters: int, rounds: int = 5) -> dict:
-    """Median wall time (ms) of each backend's run over `iters` calls cycling through `batches`, after 3 warm-up
-    calls each; the calls are split into `rounds` slices and every backend runs its slice in each round."""
-    for be in backends.values():
-        for b in batches[:3]:
-            be.run(b)
-    times = {k: [] for k in backends}
-    per = max(1, -(-iters // rounds))
-    for r in range(rounds):
-        for k, be in backends.items():
-            for i in range(r * per, min(iters, (r + 1) * per)):
-                b = batches[i % len(batches)]
-                t0 = time.perf_counter()
-                be.run(b)
-                times[k].append((time.perf_counter() - t0) * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}
+def interleaved_ms(backends: dict, batches, iters: int, warmup: int = 3) -> dict:
+    """Median wall time (ms) of each backend's run over `iters` calls cycling through `batches`, after `warmup`
+    rounds: every backend runs the same batch in each round, in a rotating order (benchmarks/alternate.py)."""
+    inputs = [batches[i % len(batches)] for i in range(-warmup, iters)]
+    times = alternate({k: be.run for k, be in backends.items()}, inputs, warmup_rounds=warmup)
+    return {k: float(np.median(v)) * 1e3 for k, v in times.items()}
 
 
 def main() -> None:
@@ -188,9 +180,10 @@ def main() -> None:
         backends[name] = backend
 
     load_before = load()
+    by_name = {r["name"]: r for r in rows}
     for key, batches, iters in (("b1", lat_b1, args.iters), ("b32", lat_b32, max(5, args.iters // 3))):
         for name, ms in interleaved_ms(backends, batches, iters).items():
-            next(r for r in rows if r["name"] == name)[key] = ms
+            by_name[name][key] = ms
 
     fp32 = {r["name"][:-5]: r["bytes"] for r in rows if r["name"] in ("executorch-fp32", "onnx-fp32")}
     print(f"\nmodel: {args.model}; all artifacts timed interleaved; load average (1/5/15 min) before timing {load_before}, "

@@ -119,7 +119,7 @@ def test_headline_pairs_prefer_int8_and_fall_back():
 
 
 def test_int8_benchmark_times_every_artifact_in_each_round():
-    """benchmarks/int8.py interleaves: every backend runs its slice of calls in every round, in turn."""
+    """benchmarks/int8.py interleaves: every backend runs the same batch in every round, in a rotating order."""
     import int8
 
     order = []
@@ -131,8 +131,10 @@ def test_int8_benchmark_times_every_artifact_in_each_round():
         def run(self, batch):
             order.append((self.name, batch))
 
-    ms = int8.interleaved_ms({"a": Fake("a"), "b": Fake("b")}, batches=[0, 1, 2], iters=10, rounds=5)
+    ms = int8.interleaved_ms({"a": Fake("a"), "b": Fake("b")}, batches=[0, 1, 2], iters=10, warmup=3)
     assert set(ms) == {"a", "b"} and all(v >= 0 for v in ms.values())
-    timed = order[6:]  # after 3 warm-up calls each
-    assert len(timed) == 20 and [n for n, _ in timed[:4]] == ["a", "a", "b", "b"]
-    assert [b for n, b in timed if n == "a"] == [i % 3 for i in range(10)]
+    assert len(order) == 2 * (3 + 10)
+    rounds = [order[i:i + 2] for i in range(0, len(order), 2)]
+    assert all({n for n, _ in r} == {"a", "b"} and r[0][1] == r[1][1] for r in rounds)  # both, same batch
+    assert [r[0][0] for r in rounds[:4]] == ["a", "b", "a", "b"]  # the order rotates
+    assert [r[0][1] for r in rounds[3:]] == [i % 3 for i in range(10)]
