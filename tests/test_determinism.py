@@ -82,3 +82,35 @@ def test_truncation_is_counted_in_summary_report_and_manifest(rebuilt):
     assert m["data"]["truncated_texts"] == s and m["data"]["max_seq_len"] == 16
     report = (rebuilt / "report.md").read_text()
     assert "truncated" in report and str(s["train"]) in report
+
+
+def test_student_seed_changes_the_student_only(tiny_model_dir, tiny_onnx_build, tmp_path):
+    """[student] seed: another student from the same original, on the same splits (train.seed unchanged)."""
+    from safetensors.numpy import load_file
+
+    from toolchain import recipe as recipe_mod
+    from toolchain.finetune import TrainConfig
+    from toolchain.pipeline import build
+
+    d = onnx_recipe_dict(tiny_model_dir, tmp_path / "out")
+    d.setdefault("student", {})["seed"] = 5
+    r = recipe_mod.build(d)
+    assert recipe_mod.student_seed(r) == 5 and TrainConfig.from_recipe(r, "student").seed == 5
+    assert TrainConfig.from_recipe(r, "train").seed == r.train.seed == 7
+    build(r)
+    a, b = _summary(tmp_path / "out"), _summary(tiny_onnx_build)
+    assert a["data"] == b["data"]  # the same rows in every split
+    assert a["original"]["val_accuracy"] == b["original"]["val_accuracy"]
+    wa, wb = (load_file(str(o / "student" / "model.safetensors")) for o in (tmp_path / "out", tiny_onnx_build))
+    assert max(float(np.abs(wa[k] - wb[k]).max()) for k in wa) > 1e-4  # another student
+
+
+def test_student_seed_defaults_to_train_seed_and_rejects_below_minus_one(tiny_model_dir, tmp_path):
+    from toolchain import recipe as recipe_mod
+    from toolchain.errors import RecipeError
+
+    d = onnx_recipe_dict(tiny_model_dir, tmp_path / "out")
+    assert recipe_mod.student_seed(recipe_mod.build(d)) == 7
+    d.setdefault("student", {})["seed"] = -2
+    with pytest.raises(RecipeError, match="student.seed"):
+        recipe_mod.build(d)

@@ -46,6 +46,7 @@ class TrainConfig:
         if section == "student":
             s = r.student
             cfg.epochs, cfg.learning_rate, cfg.batch_size = s.epochs, s.learning_rate, s.batch_size
+            cfg.seed = s.seed if s.seed >= 0 else t.seed
         return cfg
 
 

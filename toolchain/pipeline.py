@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 from .errors import GateError, UsageError
+from .recipe import student_seed
 
 
 def preflight(r):
@@ -120,7 +121,7 @@ def _run_stages(r, source: str, data, work: Path, hand=None) -> dict | None:
     ws = stages.open_workspace(r, source, data, work)
     original = stages.finetune_original(ws)
     # Later stages draw from a known RNG state whether the original was trained now or resumed.
-    torch.manual_seed(r.train.seed + 1)
+    torch.manual_seed(student_seed(r) + 1)
     # Reference outputs are computed where the original was trained, then moved to the CPU for export.
     original.model.to("cpu").eval()
     searched = None
@@ -131,7 +132,7 @@ def _run_stages(r, source: str, data, work: Path, hand=None) -> dict | None:
         if searched.recipe is None:
             return search_mod.failed(ws, original, searched)
         ws = dataclasses.replace(ws, recipe=searched.recipe)
-        torch.manual_seed(r.train.seed + 1)
+        torch.manual_seed(student_seed(r) + 1)
     shipped = stages.make_student(ws, original)
     # Training is over on every process: from here the main process works alone (export, parity,
     # package) and the others wait for it (see distributed.Handover). Distillation may have taken the

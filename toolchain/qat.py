@@ -34,8 +34,10 @@ def finetune(student, teacher, train_split, validation, encoder, r) -> dict:
 
     from .compress.distill import DistillConfig, Distiller
     from .finetune import batches, to_torch
+    from .recipe import student_seed
 
     q, c, t = r.quant, r.compress, r.train
+    seed = student_seed(r)
     student = student.cpu().eval()
     wrapper = EdgeClassifier(copy.deepcopy(student)).eval()
     names = wrapper.input_names
@@ -61,14 +63,14 @@ def finetune(student, teacher, train_split, validation, encoder, r) -> dict:
     for k, p in graph.named_parameters():
         p.requires_grad_("word_embeddings" not in k)
     opt = torch.optim.AdamW([p for p in graph.parameters() if p.requires_grad], lr=q.qat_learning_rate, weight_decay=0.01)
-    rows = train_split.subset(q.qat_samples, t.seed)
+    rows = train_split.subset(q.qat_samples, seed)
     steps = max(1, math.ceil(q.qat_epochs * len(rows) / bs))
     distiller = (Distiller(teacher, student, DistillConfig(temperature=c.temperature, alpha=c.alpha))
                  if c.distill else None)
-    torch.manual_seed(t.seed)
+    torch.manual_seed(seed)
     t0, step, epoch = time.perf_counter(), 0, 0
     while step < steps:
-        for arrays, labels in batches(rows, encoder, bs, shuffle=True, seed=t.seed + epoch):
+        for arrays, labels in batches(rows, encoder, bs, shuffle=True, seed=seed + epoch):
             x, y = to_torch(arrays, "cpu"), torch.from_numpy(labels)
             out = graph(*[x[k] for k in names])
             loss = distiller(None, x, y, SimpleNamespace(logits=out)) if distiller else F.cross_entropy(out, y)

@@ -82,6 +82,9 @@ class StudentSection:
     epochs: float = _f(3.0, "Epochs of fine-tuning the student on the task.")
     learning_rate: float = _f(1e-4, "Student peak learning rate (small students like a higher one).")
     batch_size: int = _f(32, "Student batch size.")
+    seed: int = _f(-1, "Seed of everything the student draws (pruning batches, augmentation, distillation order and "
+                       "initial RNG state); -1 = train.seed. Unlike train.seed it leaves the data splits as they are, "
+                       "so students of one original can be compared across seeds on the same held-out rows.")
 
 
 @dataclass(frozen=True)
@@ -342,6 +345,11 @@ def _section_defaults(cls) -> dict:
     return {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory()) for f in dataclasses.fields(cls)}
 
 
+def student_seed(r) -> int:
+    """The seed of the student's stages: [student] seed, or train.seed where it is -1 (the default)."""
+    return r.student.seed if r.student.seed >= 0 else r.train.seed
+
+
 def artifact_plan(export: ExportSection) -> list[tuple[str, str, str | None]]:
     """Every target × precision of [export] in build order, with the reason it is not made (None: it is)."""
     plan = []
@@ -407,6 +415,7 @@ def _check_ranges(r: Recipe) -> None:
         (r.train.batch_size > 0, "train.batch_size must be > 0"),
         (r.train.max_seq_len >= 8, "train.max_seq_len must be at least 8"),
         (r.train.grad_accum >= 1, "train.grad_accum must be >= 1"),
+        (r.student.seed >= -1, "student.seed must be >= 0 (or -1: train.seed)"),
         (r.train.method in ("full", "lora"), f"train.method must be full or lora, got {r.train.method!r}"),
         (r.train.lora_r >= 1, "train.lora_r must be >= 1"),
         (r.train.lora_alpha > 0, "train.lora_alpha must be > 0"),

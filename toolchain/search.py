@@ -17,7 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .recipe import search_artifact
+from .recipe import search_artifact, student_seed
 
 # Search keys → where each lands in the recipe ("quant" for the judged target's int8 mode).
 SPACE = ("num_layers", "layer_selection", "prune_heads", "prune_ffn", "prune_vocab", "distill", "temperature", "alpha", "int8_mode")
@@ -200,7 +200,7 @@ def _trial(ws, original, proxy, params: dict, number: int, root: Path, suffix: s
     tdir = root / f"trial-{number}"
     tdir.mkdir(parents=True, exist_ok=True)
     tws = dataclasses.replace(ws, recipe=tr, data=proxy, work=tdir, log=Stages())
-    torch.manual_seed(r.train.seed + 1)  # every trial starts from the same RNG state (as the build's student does)
+    torch.manual_seed(student_seed(r) + 1)  # every trial starts from the same RNG state (as the build's student does)
     stu = make_student(tws, original.model, original.val_accuracy)
     stu.model.to("cpu").eval()
     acc = float(stu.rows[-1]["val_accuracy"])

@@ -17,6 +17,7 @@ from .compress.distill import DistillConfig, Distiller
 from .compress.truncate import select_layers, truncate
 from .data import pick_column, read_table
 from .finetune import TrainConfig, TrainResult, batches, to_torch, train
+from .recipe import student_seed
 
 
 @dataclass
@@ -123,7 +124,7 @@ def make_student(ws, original, orig_acc: float) -> StudentResult:
 
 
 def _augmented(ws):
-    """The training split plus compress.augment perturbed copies of each text (seeded by train.seed)."""
+    """The training split plus compress.augment perturbed copies of each text (seeded by the student seed)."""
     from .compress import augment
     from .errors import UsageError
     from .tasks.token import is_token
@@ -132,7 +133,7 @@ def _augmented(ws):
     if is_token(ws.data):
         raise UsageError("compress.augment works for sentence and pair tasks; a token task's tags cannot follow deleted or swapped words")
     ws.log.start("student: augment", f"{c.augment} copies per text, word perturbation p={c.augment_prob:g}")
-    split, added = augment.augment(ws.data.train, c.augment, c.augment_prob, r.train.seed, augment.mask_token(ws.tok_file))
+    split, added = augment.augment(ws.data.train, c.augment, c.augment_prob, student_seed(r), augment.mask_token(ws.tok_file))
     ws.log.end(rows=len(split), added=added)
     return split
 
@@ -221,7 +222,7 @@ def _importance_batches(ws, n: int):
 
     r = ws.recipe
     dev = torch.device("cpu")
-    for i, (arrays, labels) in enumerate(batches(ws.data.train, ws.encoder, r.student.batch_size, shuffle=True, seed=r.train.seed)):
+    for i, (arrays, labels) in enumerate(batches(ws.data.train, ws.encoder, r.student.batch_size, shuffle=True, seed=student_seed(r))):
         if i >= n:
             break
         yield to_torch(arrays, dev), torch.from_numpy(labels)
