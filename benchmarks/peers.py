@@ -107,10 +107,19 @@ def open_subjects(build: Path, peers: dict, threads: int, with_original: bool, s
     return subjects, manifest
 
 
-def accuracy(fn, encoder, texts: list, ys: np.ndarray, batch: int) -> float:
-    """Top-1 accuracy over the whole file, batches padded to their longest text."""
+def correct(fn, encoder, texts: list, ys: np.ndarray, batch: int) -> np.ndarray:
+    """Per row: is the top-1 prediction right (batches padded to their longest text)."""
     preds = [np.asarray(fn(encoder.encode(texts[i:i + batch]))).argmax(1) for i in range(0, len(texts), batch)]
-    return float((np.concatenate(preds) == ys).mean())
+    return np.concatenate(preds) == ys
+
+
+def paired(ok_tf: np.ndarray, ok_peer: np.ndarray) -> dict:
+    """Toolformer vs a peer on the same rows: rows only one of them gets right, and the one-sided exact McNemar
+    p-value that Toolformer is the less accurate (small p: it is worse beyond chance)."""
+    from runtime_py.parity import mcnemar_worse
+
+    better, worse = int((ok_tf & ~ok_peer).sum()), int((ok_peer & ~ok_tf).sum())
+    return {"toolformer_only": better, "peer_only": worse, "p_worse": mcnemar_worse(worse, better)}
 
 
 def heldout_split(recipe_path: Path, labels: list):
@@ -225,16 +234,18 @@ def main(argv=None) -> int:
     texts, ys = read_dev(a.dev, a.text_column, a.label_column, [str(l) for l in manifest["labels"]], a.max_examples)
     truncated = encoders["bundle"].count_truncated(texts)
     peer_env.log(f"accuracy on {len(texts)} rows of {a.dev.name} ({truncated} longer than {max_seq} tokens, truncated for every subject)")
-    acc = {}
+    acc, ok = {}, {}
     for name, (_, fn) in subjects.items():
-        acc[name] = accuracy(fn, encoders[enc_of[name]], texts, ys, big)
+        ok[name] = correct(fn, encoders[enc_of[name]], texts, ys, big)
+        acc[name] = float(ok[name].mean())
         peer_env.log(f"  {name}: {acc[name]:.4f}")
     held = heldout_split(a.recipe or a.build / "bundle" / "recipe.toml", manifest["labels"])
-    held_acc = {}
+    held_acc, held_ok = {}, {}
     if held:
         peer_env.log(f"held-out accuracy on {len(held[0])} rows ({held[2]})")
         for name, (_, fn) in subjects.items():
-            held_acc[name] = accuracy(fn, encoders[enc_of[name]], held[0], held[1], big)
+            held_ok[name] = correct(fn, encoders[enc_of[name]], held[0], held[1], big)
+            held_acc[name] = float(held_ok[name].mean())
             peer_env.log(f"  {name}: {held_acc[name]:.4f}")
 
     # Each round holds the same texts encoded by both tokenizers; a runner picks its own (a dict lookup).
@@ -276,6 +287,8 @@ def main(argv=None) -> int:
                           "ratio_b32": pairwise_ratio(times["b32"][tf], times["b32"][pe]),
                           "toolformer_accuracy": acc[tf], "peer_accuracy": acc[pe],
                           "toolformer_heldout_accuracy": held_acc.get(tf), "peer_heldout_accuracy": held_acc.get(pe),
+                          "dev_paired": paired(ok[tf], ok[pe]),
+                          "heldout_paired": paired(held_ok[tf], held_ok[pe]) if held_ok else None,
                           "size_ratio": subjects[tf][0]["bytes"] / subjects[pe][0]["bytes"]})
     head = headline_pairs(names)
 
@@ -297,10 +310,11 @@ def main(argv=None) -> int:
         print(f"\nheld-out: {len(held[0])} rows of {held[2]}, carved before training and never used to choose a setting")
     print("\nToolformer latency / peer latency (median of per-round ratios; < 1 = Toolformer faster), size ratio:\n")
     print(markdown_table(["toolformer", "peer", "b1 ratio", f"b{big} ratio", "size ratio", "toolformer dev", "peer dev"]
-                         + (["toolformer held-out", "peer held-out"] if ho else []),
+                         + (["toolformer held-out", "peer held-out", "held-out rows right only for (tf / peer), p worse"] if ho else []),
                          [[p["toolformer"], p["peer"], f"{p['ratio_b1']:.3f}", f"{p['ratio_b32']:.3f}", f"{p['size_ratio']:.3f}",
                            pct(p["toolformer_accuracy"]), pct(p["peer_accuracy"])]
-                          + ([pct(p["toolformer_heldout_accuracy"]), pct(p["peer_heldout_accuracy"])] if ho else [])
+                          + ([pct(p["toolformer_heldout_accuracy"]), pct(p["peer_heldout_accuracy"]),
+                              "{toolformer_only} / {peer_only}, p = {p_worse:.3g}".format(**p["heldout_paired"])] if ho else [])
                           for p in pairs if (p["toolformer"], p["peer"]) in head]))
     if not any(x.startswith("toolformer onnx-int8") for x in names):
         print("\nnote: the bundle has no ONNX int8 artifact yet; its ONNX fp32 artifact stands in against the int8 peers.")

@@ -138,3 +138,17 @@ def test_int8_benchmark_times_every_artifact_in_each_round():
     assert all({n for n, _ in r} == {"a", "b"} and r[0][1] == r[1][1] for r in rounds)  # both, same batch
     assert [r[0][0] for r in rounds[:4]] == ["a", "b", "a", "b"]  # the order rotates
     assert [r[0][1] for r in rounds[3:]] == [i % 3 for i in range(10)]
+
+
+def test_peers_paired_comparison_counts_discordant_rows():
+    """peers.py's paired test: rows only one side gets right, and the exact one-sided McNemar p that Toolformer is worse."""
+    import numpy as np
+    import peers
+
+    tf = np.array([True] * 90 + [False] * 10)
+    peer = np.array([True] * 80 + [False] * 10 + [True] * 10)  # tf right on 10 rows the peer misses, and vice versa
+    p = peers.paired(tf, peer)
+    assert p["toolformer_only"] == 10 and p["peer_only"] == 10 and 0.5 < p["p_worse"] < 0.7
+    p = peers.paired(np.zeros(40, bool), np.ones(40, bool))  # Toolformer wrong wherever the peer is right
+    assert p["toolformer_only"] == 0 and p["peer_only"] == 40 and p["p_worse"] < 1e-9
+    assert peers.paired(np.ones(5, bool), np.ones(5, bool))["p_worse"] == 1.0
