@@ -107,19 +107,18 @@ def open_subjects(build: Path, peers: dict, threads: int, with_original: bool, s
     return subjects, manifest
 
 
-def correct(fn, encoder, texts: list, ys: np.ndarray, batch: int) -> np.ndarray:
-    """Per row: is the top-1 prediction right (batches padded to their longest text)."""
-    preds = [np.asarray(fn(encoder.encode(texts[i:i + batch]))).argmax(1) for i in range(0, len(texts), batch)]
-    return np.concatenate(preds) == ys
+def logits_of(fn, encoder, texts: list, batch: int) -> np.ndarray:
+    """Logits over the whole file, batches padded to their longest text."""
+    return np.concatenate([np.asarray(fn(encoder.encode(texts[i:i + batch]))) for i in range(0, len(texts), batch)])
 
 
-def paired(ok_tf: np.ndarray, ok_peer: np.ndarray) -> dict:
-    """Toolformer vs a peer on the same rows: rows only one of them gets right, and the one-sided exact McNemar
-    p-value that Toolformer is the less accurate (small p: it is worse beyond chance)."""
-    from runtime_py.parity import mcnemar_worse
+def paired(tf_logits: np.ndarray, peer_logits: np.ndarray, labels) -> dict:
+    """Toolformer vs a peer on the same rows (runtime_py.parity.paired_accuracy, the gates' own test): rows only
+    one of them gets right, and the one-sided exact McNemar p-value that Toolformer is the less accurate."""
+    from runtime_py.parity import paired_accuracy
 
-    better, worse = int((ok_tf & ~ok_peer).sum()), int((ok_peer & ~ok_tf).sum())
-    return {"toolformer_only": better, "peer_only": worse, "p_worse": mcnemar_worse(worse, better)}
+    p = paired_accuracy(tf_logits, peer_logits, labels)
+    return {"toolformer_only": p["discordant_better"], "peer_only": p["discordant_worse"], "p_worse": p["mcnemar_p"]}
 
 
 def heldout_split(recipe_path: Path, labels: list):
@@ -203,6 +202,7 @@ def main(argv=None) -> int:
     if not a.dev.is_file():
         sys.exit(f"{a.dev}: no such validation file")
     sys.path.insert(0, str(ROOT))
+    from runtime_py.parity import accuracy as parity_accuracy
     from runtime_py.tokenize import TextEncoder
     from toolchain.bench import _max_batch_from_recipe, machine_line
 
@@ -234,18 +234,18 @@ def main(argv=None) -> int:
     texts, ys = read_dev(a.dev, a.text_column, a.label_column, [str(l) for l in manifest["labels"]], a.max_examples)
     truncated = encoders["bundle"].count_truncated(texts)
     peer_env.log(f"accuracy on {len(texts)} rows of {a.dev.name} ({truncated} longer than {max_seq} tokens, truncated for every subject)")
-    acc, ok = {}, {}
+    acc, out = {}, {}
     for name, (_, fn) in subjects.items():
-        ok[name] = correct(fn, encoders[enc_of[name]], texts, ys, big)
-        acc[name] = float(ok[name].mean())
+        out[name] = logits_of(fn, encoders[enc_of[name]], texts, big)
+        acc[name] = parity_accuracy(out[name], ys)
         peer_env.log(f"  {name}: {acc[name]:.4f}")
     held = heldout_split(a.recipe or a.build / "bundle" / "recipe.toml", manifest["labels"])
-    held_acc, held_ok = {}, {}
+    held_acc, held_out = {}, {}
     if held:
         peer_env.log(f"held-out accuracy on {len(held[0])} rows ({held[2]})")
         for name, (_, fn) in subjects.items():
-            held_ok[name] = correct(fn, encoders[enc_of[name]], held[0], held[1], big)
-            held_acc[name] = float(held_ok[name].mean())
+            held_out[name] = logits_of(fn, encoders[enc_of[name]], held[0], big)
+            held_acc[name] = parity_accuracy(held_out[name], held[1])
             peer_env.log(f"  {name}: {held_acc[name]:.4f}")
 
     # Each round holds the same texts encoded by both tokenizers; a runner picks its own (a dict lookup).
@@ -287,8 +287,8 @@ def main(argv=None) -> int:
                           "ratio_b32": pairwise_ratio(times["b32"][tf], times["b32"][pe]),
                           "toolformer_accuracy": acc[tf], "peer_accuracy": acc[pe],
                           "toolformer_heldout_accuracy": held_acc.get(tf), "peer_heldout_accuracy": held_acc.get(pe),
-                          "dev_paired": paired(ok[tf], ok[pe]),
-                          "heldout_paired": paired(held_ok[tf], held_ok[pe]) if held_ok else None,
+                          "dev_paired": paired(out[tf], out[pe], ys),
+                          "heldout_paired": paired(held_out[tf], held_out[pe], held[1]) if held_out else None,
                           "size_ratio": subjects[tf][0]["bytes"] / subjects[pe][0]["bytes"]})
     head = headline_pairs(names)
 

@@ -145,10 +145,17 @@ def test_peers_paired_comparison_counts_discordant_rows():
     import numpy as np
     import peers
 
+    def logits(right, labels):  # two-label logits whose argmax is the label where `right`, the other label elsewhere
+        pred = np.where(right, labels, 1 - labels)
+        return np.eye(2)[pred]
+
+    y = np.arange(100) % 2
     tf = np.array([True] * 90 + [False] * 10)
     peer = np.array([True] * 80 + [False] * 10 + [True] * 10)  # tf right on 10 rows the peer misses, and vice versa
-    p = peers.paired(tf, peer)
+    p = peers.paired(logits(tf, y), logits(peer, y), y)
     assert p["toolformer_only"] == 10 and p["peer_only"] == 10 and 0.5 < p["p_worse"] < 0.7
-    p = peers.paired(np.zeros(40, bool), np.ones(40, bool))  # Toolformer wrong wherever the peer is right
+    y = np.arange(40) % 2
+    p = peers.paired(logits(np.zeros(40, bool), y), logits(np.ones(40, bool), y), y)  # Toolformer wrong wherever the peer is right
     assert p["toolformer_only"] == 0 and p["peer_only"] == 40 and p["p_worse"] < 1e-9
-    assert peers.paired(np.ones(5, bool), np.ones(5, bool))["p_worse"] == 1.0
+    y = np.arange(5) % 2
+    assert peers.paired(logits(np.ones(5, bool), y), logits(np.ones(5, bool), y), y)["p_worse"] == 1.0

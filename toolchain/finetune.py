@@ -44,9 +44,11 @@ class TrainConfig:
         t = r.train
         cfg = cls(**{f.name: getattr(t, f.name) for f in fields(cls)})
         if section == "student":
+            from .recipe import student_seed
+
             s = r.student
             cfg.epochs, cfg.learning_rate, cfg.batch_size = s.epochs, s.learning_rate, s.batch_size
-            cfg.seed = s.seed if s.seed >= 0 else t.seed
+            cfg.seed = student_seed(r)
         return cfg
 
 
